@@ -1,0 +1,1 @@
+"""Data sets (TFDS builders, no TensorFlow needed) and the input pipeline."""
