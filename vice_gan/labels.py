@@ -13,13 +13,14 @@ ALL_LABELS: tuple[str, ...] = EMOTIONS + (NEUTRAL,)
 
 
 def emotion_index(name: str) -> int:
-  """Index of an emotion name in `ALL_LABELS` (0-5 emotions, 6 neutral).
+    """Index of an emotion name in `ALL_LABELS` (0-5 emotions, 6 neutral).
 
-  Raises:
-    ValueError: the name is not one of `ALL_LABELS`, with the valid names listed.
-  """
-  try:
-    return ALL_LABELS.index(name.strip().lower())
-  except ValueError:
-    raise ValueError(
-        f"unknown emotion {name!r}; expected one of {', '.join(ALL_LABELS)}") from None
+    Raises:
+      ValueError: the name is not one of `ALL_LABELS`, with the valid names listed.
+    """
+    try:
+        return ALL_LABELS.index(name.strip().lower())
+    except ValueError:
+        raise ValueError(
+            f"unknown emotion {name!r}; expected one of {', '.join(ALL_LABELS)}"
+        ) from None

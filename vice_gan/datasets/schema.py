@@ -24,16 +24,17 @@ IMAGE_SIZE = 64
 
 
 def video_features(extra: dict | None = None) -> tfds.features.FeaturesDict:
-  """The FeaturesDict of the shared schema, plus builder-specific `extra` features."""
-  feats = {
-      "frames": tfds.features.Tensor(
-          shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8, encoding="zlib"),
-      "num_frames": np.int32,
-      "subject": np.int32,
-      "subject_name": tfds.features.Text(),
-      "emotion": tfds.features.ClassLabel(names=list(labels.ALL_LABELS)),
-      "take": np.int32,
-      "take_name": tfds.features.Text(),
-  }
-  feats.update(extra or {})
-  return tfds.features.FeaturesDict(feats)
+    """The FeaturesDict of the shared schema, plus builder-specific `extra` features."""
+    feats = {
+        "frames": tfds.features.Tensor(
+            shape=(None, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8, encoding="zlib"
+        ),
+        "num_frames": np.int32,
+        "subject": np.int32,
+        "subject_name": tfds.features.Text(),
+        "emotion": tfds.features.ClassLabel(names=list(labels.ALL_LABELS)),
+        "take": np.int32,
+        "take_name": tfds.features.Text(),
+    }
+    feats.update(extra or {})
+    return tfds.features.FeaturesDict(feats)
