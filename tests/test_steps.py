@@ -1,0 +1,220 @@
+"""The train steps: frozen vs finetune, content encoding, learning, determinism, 1 vs 2 devices,
+checkpoint round trip, and no recompilation after the first step. Tiny widths throughout."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vice_gan import checkpointing, config as config_lib, parallel, state as state_lib, steps
+
+TINY = config_lib.Config(
+    workdir="/tmp/unused", ngf=4, ndf=4, video_batch=2, image_batch=2, video_length=13,
+    ae_size="small", ae_width_divisor=8, lr=2e-3)
+
+
+def _batch(config, seed=0):
+    rng = np.random.default_rng(seed)
+    t = config.video_length
+    return {
+        "video": rng.uniform(-1, 1, (config.video_batch, t, 64, 64, 3)).astype(np.float32),
+        "video_label": (np.arange(config.video_batch) % 6).astype(np.int32),
+        "image": rng.uniform(-1, 1, (config.image_batch, 64, 64, 3)).astype(np.float32),
+    }
+
+
+def _setup(config, mesh, txs=None):
+    models = state_lib.build_models(config)
+    ae = state_lib.create_ae_state(config, models, state_lib.adam(1e-3, config), 0)
+    txs = txs or state_lib.gan_optimizers(config)
+    st = state_lib.create_gan_state(config, models, txs, ae.params["encoder"],
+                                    ae.batch_stats["encoder"], config.seed)
+    return models, txs, parallel.put_replicated(st, mesh)
+
+
+def _run(config, mesh, num_steps, txs=None, same_batch=True, traces=None):
+    models, txs, st = _setup(config, mesh, txs)
+    fn = steps.make_gan_step(config, models, txs)
+    if traces is not None:
+        inner = fn
+
+        def fn(state, batch):  # counts traces: a retrace means a recompilation
+            traces.append(1)
+            return inner(state, batch)
+
+    step = parallel.shard_step(fn, mesh, donate_state=False)
+    noise = jax.jit(lambda k: steps.sample_gan_noise(k, config),
+                    out_shardings=parallel.batch_sharded(mesh))
+    history = []
+    for i in range(num_steps):
+        batch = parallel.put_batch(_batch(config, 0 if same_batch else i), mesh)
+        st, metrics = step(st, {**batch, **noise(jax.random.PRNGKey(i))})
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return st, history
+
+
+def _bits(tree):
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+@pytest.fixture(scope="module")
+def mesh2():
+    assert len(jax.devices()) >= 2, "conftest should give 2 host devices"
+    return parallel.make_mesh(jax.devices()[:2])
+
+
+@pytest.fixture(scope="module")
+def frozen_run(mesh2):
+    traces = []
+    _, _, initial = _setup(TINY, mesh2)
+    final, history = _run(TINY, mesh2, 4, traces=traces)
+    return initial, final, history, traces
+
+
+def test_frozen_encoder_bit_identical(frozen_run):
+    initial, final, history, _ = frozen_run
+    assert _bits(initial.enc_params) == _bits(final.enc_params)
+    assert _bits(initial.enc_batch_stats) == _bits(final.enc_batch_stats)
+    assert "encoder" not in final.gen_params
+    # ...while everything trained did move.
+    for name in ("gen_params", "dimg_params", "dvid_params"):
+        assert _bits(getattr(initial, name)) != _bits(getattr(final, name)), name
+
+
+def test_finetune_changes_encoder(mesh2):
+    config = dataclasses.replace(TINY, ae_weights="finetune")
+    _, _, initial = _setup(config, mesh2)
+    final, _ = _run(config, mesh2, 2)
+    before, after = jax.device_get(initial.enc_params), jax.device_get(final.gen_params["encoder"])
+    changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                        jax.tree.leaves(after))]
+    assert all(changed), "every encoder weight should move under fine-tuning"
+
+
+def test_losses_decrease_on_fixed_batch(frozen_run):
+    # D_V learns the categories of the fixed real clips.
+    _, _, history, _ = frozen_run
+    assert history[-1]["train/d_video_cat"] < history[0]["train/d_video_cat"]
+    for h in history:
+        assert all(np.isfinite(v) for v in h.values())
+
+
+def test_no_recompilation_after_first_step(frozen_run):
+    *_, traces = frozen_run
+    assert len(traces) == 1, f"step traced {len(traces)} times over 4 steps"
+
+
+def test_single_repeats_first_code_all_uses_each():
+    codes = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
+    single = steps.content_input(codes, "single")
+    assert np.array_equal(single, np.broadcast_to(codes[:, :1], codes.shape))
+    assert np.array_equal(steps.content_input(codes, "all"), codes)
+
+
+@pytest.mark.parametrize("encoding", ["single", "all"])
+def test_single_ignores_later_frames_of_input(encoding):
+    """With 'single' only frame 1 of the input clip reaches the generator; with 'all' every one."""
+    from vice_gan import generate
+
+    config = dataclasses.replace(TINY, content_encoding=encoding)
+    mesh1 = parallel.make_mesh(jax.devices()[:1])
+    _, _, st = _setup(config, mesh1)
+    fn = generate.make_translate_fn(config, state_lib.build_models(config, axis_name=None))
+    clip = _batch(config)["video"][:1]
+    altered = clip.copy()
+    altered[:, 1:] = -altered[:, 1:]
+    args = (jnp.zeros((1,), jnp.int32), jnp.zeros((1, 10)), jnp.zeros((1, config.video_length, 10)))
+    same = np.array_equal(fn(st, clip, *args), fn(st, altered, *args))
+    assert same == (encoding == "single")
+
+
+def test_same_seed_same_parameters(mesh2):
+    _, _, a = _setup(TINY, mesh2)
+    _, _, b = _setup(TINY, mesh2)
+    _, _, c = _setup(dataclasses.replace(TINY, seed=1), mesh2)
+    assert _bits(a) == _bits(b)
+    assert _bits(a.gen_params) != _bits(c.gen_params)
+
+
+def _assert_same_update(initial, a, b, tol=1e-4):
+    """Per-leaf: the parameter change (= the gradient, for SGD with lr 1) agrees to `tol`
+    relative to the leaf's largest change. A 2x gradient error would show as 0.5-1.0."""
+    leaves0 = jax.tree_util.tree_leaves_with_path(jax.device_get(initial))
+    for (path, x0), x1, x2 in zip(leaves0, jax.tree.leaves(jax.device_get(a)),
+                                  jax.tree.leaves(jax.device_get(b))):
+        g1, g2 = np.asarray(x0) - np.asarray(x1), np.asarray(x0) - np.asarray(x2)
+        scale = np.abs(g1).max()
+        assert np.abs(g1 - g2).max() <= tol * scale + 1e-6, jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("reuse_fakes", [True, False])
+def test_two_devices_match_one_device_with_sgd(mesh2, reuse_fakes):
+    """Same global batch and noise on 1 and 2 devices gives the same SGD update (Adam, being
+    scale-invariant, would hide a 2x gradient error: STYLE.md section 1)."""
+    config = dataclasses.replace(TINY, reuse_fakes=reuse_fakes)
+    sgd = {k: optax.sgd(1.0) for k in ("gen", "dimg", "dvid")}
+    mesh1 = parallel.make_mesh(jax.devices()[:1])
+    _, _, initial = _setup(config, mesh1, sgd)
+    one, m1 = _run(config, mesh1, 1, txs=sgd)
+    two, m2 = _run(config, mesh2, 1, txs=sgd)
+    for name in ("gen_params", "dimg_params", "dvid_params"):
+        _assert_same_update(getattr(initial, name), getattr(one, name), getattr(two, name))
+    for k in m1[-1]:
+        assert m1[-1][k] == pytest.approx(m2[-1][k], rel=1e-4, abs=1e-6), k
+
+
+def test_ae_step_learns_and_matches_across_devices(mesh2):
+    config = dataclasses.replace(TINY, ae_type="vae")
+    models = state_lib.build_models(config)
+    mesh1 = parallel.make_mesh(jax.devices()[:1])
+    x = {"image": _batch(config)["image"], "eps": np.zeros((2, 50), np.float32)}
+    tx = optax.sgd(1.0)
+    initial = state_lib.create_ae_state(config, models, tx, 0)
+    after_one_step = []
+    for mesh in (mesh1, mesh2):
+        st = parallel.put_replicated(initial, mesh)
+        step = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh,
+                                   donate_state=False)
+        st, _ = step(st, parallel.put_batch(x, mesh))
+        after_one_step.append(st.params)
+    _assert_same_update(initial.params, *after_one_step)
+    # ...and it learns: MSE on the fixed batch goes down with Adam.
+    tx = state_lib.adam(1e-2, config)
+    st = parallel.put_replicated(state_lib.create_ae_state(config, models, tx, 0), mesh2)
+    step = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh2)
+    mse = []
+    for _ in range(10):
+        st, m = step(st, parallel.put_batch(x, mesh2))
+        mse.append(float(m["train/ae_mse"]))
+    assert mse[-1] < 0.95 * mse[0], mse
+
+
+def test_checkpoint_round_trip(frozen_run, tmp_path, mesh2):
+    _, final, _, _ = frozen_run
+    manager = checkpointing.make_manager(str(tmp_path), keep=2)
+    checkpointing.save(manager, 4, final, {"note": "test"}, force=True)
+    manager.wait_until_finished()
+    _, _, template = _setup(TINY, mesh2)
+    restored, meta = checkpointing.restore_latest(manager, template)
+    manager.close()
+    assert meta == {"note": "test"}
+    assert _bits(restored) == _bits(final)
+
+
+def test_checkpoint_of_other_config_refused(frozen_run, tmp_path, mesh2):
+    _, final, _, _ = frozen_run
+    manager = checkpointing.make_manager(str(tmp_path), keep=2)
+    checkpointing.save(manager, 1, final, {}, force=True)
+    manager.wait_until_finished()
+    wider = dataclasses.replace(TINY, ngf=8)
+    _, _, template = _setup(wider, mesh2)
+    with pytest.raises(checkpointing.CheckpointError, match="cannot be restored"):
+        checkpointing.restore_latest(manager, template)
+    manager.close()
+    checkpointing.check_fingerprint(str(tmp_path), config_lib.fingerprint_fields(TINY, "gan"))
+    with pytest.raises(checkpointing.CheckpointError, match="--ngf"):
+        checkpointing.check_fingerprint(str(tmp_path),
+                                        config_lib.fingerprint_fields(wider, "gan"))

