@@ -18,7 +18,6 @@ import shutil
 import time
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import app, flags
 from PIL import Image, ImageDraw
 

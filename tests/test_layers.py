@@ -126,3 +126,14 @@ def test_project_1x1_to_4x4_equals_conv_transpose():
     np.testing.assert_allclose(got, want, atol=1e-5)
     scatter = _torch_conv_transpose_numpy(np.asarray(z)[:, None, None], np.asarray(w), 1, 0, (4, 4))
     np.testing.assert_allclose(got, scatter, atol=1e-5)
+
+
+def test_initialisers_match_pytorch_statistics():
+    # DCGAN N(0, 0.02) kernels, BN scale N(1, 0.02); He-normal std sqrt(2 / (k*k*Cin)).
+    key = jax.random.key(14)
+    w = layers.dcgan_kernel_init(key, (4, 4, 64, 32))
+    assert w.shape == (4, 4, 64, 32) and abs(float(jnp.std(w)) - 0.02) < 0.001
+    s = layers.dcgan_scale_init(key, (4096,))
+    assert abs(float(jnp.mean(s)) - 1.0) < 0.002 and abs(float(jnp.std(s)) - 0.02) < 0.001
+    h = layers.he_normal_init(key, (3, 3, 64, 32))
+    assert abs(float(jnp.std(h)) / np.sqrt(2.0 / (3 * 3 * 64)) - 1.0) < 0.05

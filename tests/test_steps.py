@@ -12,8 +12,16 @@ import pytest
 from vice_gan import checkpointing, config as config_lib, parallel, state as state_lib, steps
 
 TINY = config_lib.Config(
-    workdir="/tmp/unused", ngf=4, ndf=4, video_batch=2, image_batch=2, video_length=13,
-    ae_size="small", ae_width_divisor=8, lr=2e-3)
+    workdir="/tmp/unused",
+    ngf=4,
+    ndf=4,
+    video_batch=2,
+    image_batch=2,
+    video_length=13,
+    ae_size="small",
+    ae_width_divisor=8,
+    lr=2e-3,
+)
 
 
 def _batch(config, seed=0):
@@ -30,8 +38,9 @@ def _setup(config, mesh, txs=None):
     models = state_lib.build_models(config)
     ae = state_lib.create_ae_state(config, models, state_lib.adam(1e-3, config), 0)
     txs = txs or state_lib.gan_optimizers(config)
-    st = state_lib.create_gan_state(config, models, txs, ae.params["encoder"],
-                                    ae.batch_stats["encoder"], config.seed)
+    st = state_lib.create_gan_state(
+        config, models, txs, ae.params["encoder"], ae.batch_stats["encoder"], config.seed
+    )
     return models, txs, parallel.put_replicated(st, mesh)
 
 
@@ -46,8 +55,9 @@ def _run(config, mesh, num_steps, txs=None, same_batch=True, traces=None):
             return inner(state, batch)
 
     step = parallel.shard_step(fn, mesh, donate_state=False)
-    noise = jax.jit(lambda k: steps.sample_gan_noise(k, config),
-                    out_shardings=parallel.batch_sharded(mesh))
+    noise = jax.jit(
+        lambda k: steps.sample_gan_noise(k, config), out_shardings=parallel.batch_sharded(mesh)
+    )
     history = []
     for i in range(num_steps):
         batch = parallel.put_batch(_batch(config, 0 if same_batch else i), mesh)
@@ -89,8 +99,9 @@ def test_finetune_changes_encoder(mesh2):
     _, _, initial = _setup(config, mesh2)
     final, _ = _run(config, mesh2, 2)
     before, after = jax.device_get(initial.enc_params), jax.device_get(final.gen_params["encoder"])
-    changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
-                                                        jax.tree.leaves(after))]
+    changed = [
+        not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))
+    ]
     assert all(changed), "every encoder weight should move under fine-tuning"
 
 
@@ -143,8 +154,9 @@ def _assert_same_update(initial, a, b, tol=1e-4):
     """Per-leaf: the parameter change (= the gradient, for SGD with lr 1) agrees to `tol`
     relative to the leaf's largest change. A 2x gradient error would show as 0.5-1.0."""
     leaves0 = jax.tree_util.tree_leaves_with_path(jax.device_get(initial))
-    for (path, x0), x1, x2 in zip(leaves0, jax.tree.leaves(jax.device_get(a)),
-                                  jax.tree.leaves(jax.device_get(b))):
+    for (path, x0), x1, x2 in zip(
+        leaves0, jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))
+    ):
         g1, g2 = np.asarray(x0) - np.asarray(x1), np.asarray(x0) - np.asarray(x2)
         scale = np.abs(g1).max()
         assert np.abs(g1 - g2).max() <= tol * scale + 1e-6, jax.tree_util.keystr(path)
@@ -176,8 +188,7 @@ def test_ae_step_learns_and_matches_across_devices(mesh2):
     after_one_step = []
     for mesh in (mesh1, mesh2):
         st = parallel.put_replicated(initial, mesh)
-        step = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh,
-                                   donate_state=False)
+        step = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh, donate_state=False)
         st, _ = step(st, parallel.put_batch(x, mesh))
         after_one_step.append(st.params)
     _assert_same_update(initial.params, *after_one_step)
@@ -216,5 +227,4 @@ def test_checkpoint_of_other_config_refused(frozen_run, tmp_path, mesh2):
     manager.close()
     checkpointing.check_fingerprint(str(tmp_path), config_lib.fingerprint_fields(TINY, "gan"))
     with pytest.raises(checkpointing.CheckpointError, match="--ngf"):
-        checkpointing.check_fingerprint(str(tmp_path),
-                                        config_lib.fingerprint_fields(wider, "gan"))
+        checkpointing.check_fingerprint(str(tmp_path), config_lib.fingerprint_fields(wider, "gan"))

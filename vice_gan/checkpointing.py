@@ -39,15 +39,21 @@ def check_fingerprint(directory: str, fields: dict[str, Any]) -> None:
             with open(path) as f:
                 stored = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path} is unreadable ({e}); it records which configuration "
-                                  "made this directory. Remove it only if you know.") from None
+            raise CheckpointError(
+                f"{path} is unreadable ({e}); it records which configuration "
+                "made this directory. Remove it only if you know."
+            ) from None
         diffs = {k: (stored.get(k), v) for k, v in fields.items() if stored.get(k) != v}
         diffs.update({k: (v, None) for k, v in stored.items() if k not in fields})
         if diffs:
-            lines = "\n".join(f"  --{k}: directory has {a!r}, this run has {b!r}"
-                              for k, (a, b) in sorted(diffs.items()))
-            raise CheckpointError(f"{directory} holds a run of another configuration:\n{lines}\n"
-                                  "Use another --workdir (or --ae_dir), or the same flags.")
+            lines = "\n".join(
+                f"  --{k}: directory has {a!r}, this run has {b!r}"
+                for k, (a, b) in sorted(diffs.items())
+            )
+            raise CheckpointError(
+                f"{directory} holds a run of another configuration:\n{lines}\n"
+                "Use another --workdir (or --ae_dir), or the same flags."
+            )
         return
     if jax.process_index() == 0:
         os.makedirs(directory, exist_ok=True)
@@ -59,27 +65,32 @@ def check_fingerprint(directory: str, fields: dict[str, Any]) -> None:
 
 def make_manager(directory: str, keep: int, save_every: int = 1) -> ocp.CheckpointManager:
     """A manager over `directory`/checkpoints keeping the last `keep` steps."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every,
-                                           create=True)
-    return ocp.CheckpointManager(os.path.join(directory, "checkpoints"), options=options,
-                                 item_names=("state", "meta"))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=save_every, create=True
+    )
+    return ocp.CheckpointManager(
+        os.path.join(directory, "checkpoints"), options=options, item_names=("state", "meta")
+    )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict,
-         force: bool = False) -> bool:
+def save(
+    manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False
+) -> bool:
     """Saves (asynchronously) if `step` is due or `force`; returns whether it saved."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     try:
         return manager.save(step, args=args, force=force)
     except OSError as e:  # e.g. disk full: the step directory stays temporary and is ignored
-        raise CheckpointError(f"could not write checkpoint {step} under {manager.directory}: "
-                              f"{e}") from None
+        raise CheckpointError(
+            f"could not write checkpoint {step} under {manager.directory}: {e}"
+        ) from None
 
 
 def _abstract(tree: Any) -> Any:
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree)
+        tree,
+    )
 
 
 def restore_latest(manager: ocp.CheckpointManager, template: Any) -> tuple[Any, dict] | None:
@@ -94,14 +105,16 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any) -> tuple[Any, 
     step = manager.latest_step()
     if step is None:
         return None
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)),
-                              meta=ocp.args.JsonRestore())
+    args = ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore()
+    )
     try:
         restored = manager.restore(step, args=args)
     except Exception as e:  # noqa: BLE001 - any failure here is "this checkpoint is unusable"
         raise CheckpointError(
             f"checkpoint step {step} in {manager.directory} cannot be restored into this "
-            f"configuration: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+            f"configuration: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        ) from None
     return restored.state, dict(restored.meta)
 
 
@@ -113,10 +126,13 @@ def restore_from_directory(directory: str, template: Any) -> tuple[Any, dict, in
     """
     ckpt_dir = os.path.join(directory, "checkpoints")
     if not os.path.isdir(ckpt_dir):
-        raise CheckpointError(f"no checkpoints in {directory}: run --mode=train_ae first (or "
-                              "point --ae_dir at a finished autoencoder run)")
-    manager = ocp.CheckpointManager(ckpt_dir, item_names=("state", "meta"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+        raise CheckpointError(
+            f"no checkpoints in {directory}: run --mode=train_ae first (or "
+            "point --ae_dir at a finished autoencoder run)"
+        )
+    manager = ocp.CheckpointManager(
+        ckpt_dir, item_names=("state", "meta"), options=ocp.CheckpointManagerOptions(read_only=True)
+    )
     restored = restore_latest(manager, template)
     if restored is None:
         raise CheckpointError(f"no complete checkpoint in {ckpt_dir}")

@@ -28,18 +28,25 @@ def make_translate_fn(config: Config, models: Models) -> Callable:
     """
 
     def translate(state: GanState, input_clips, cats, h0, eps):
-        codes = steps.encode_clips(models, state.encoder_params(), state.enc_batch_stats,
-                                   input_clips)
+        codes = steps.encode_clips(
+            models, state.encoder_params(), state.enc_batch_stats, input_clips
+        )
         z_c = steps.content_input(codes, config.content_encoding)
-        clips, _ = steps.render(models, config, state.gen_params, state.gen_batch_stats, z_c, h0,
-                                eps, cats, train=False)
+        clips, _ = steps.render(
+            models, config, state.gen_params, state.gen_batch_stats, z_c, h0, eps, cats, train=False
+        )
         return clips
 
     return jax.jit(translate)
 
 
-def emotion_grid(translate_fn: Callable, state: GanState, input_clips: np.ndarray,
-                 key: jax.Array, batch: int = 64) -> np.ndarray:
+def emotion_grid(
+    translate_fn: Callable,
+    state: GanState,
+    input_clips: np.ndarray,
+    key: jax.Array,
+    batch: int = 64,
+) -> np.ndarray:
     """Each input identity in all six emotions.
 
     Args:
@@ -60,13 +67,27 @@ def emotion_grid(translate_fn: Callable, state: GanState, input_clips: np.ndarra
     out = []
     for i in range(0, r * e, batch):
         sl = slice(i, i + batch)
-        out.append(np.asarray(translate_fn(state, jnp.asarray(inputs[sl]), jnp.asarray(cats[sl]),
-                                           jnp.asarray(h0[sl]), jnp.asarray(eps[sl]))))
+        out.append(
+            np.asarray(
+                translate_fn(
+                    state,
+                    jnp.asarray(inputs[sl]),
+                    jnp.asarray(cats[sl]),
+                    jnp.asarray(h0[sl]),
+                    jnp.asarray(eps[sl]),
+                )
+            )
+        )
     return np.concatenate(out).reshape((r, e) + input_clips.shape[1:])
 
 
-def write_emotion_grid(path_stem: str, inputs: np.ndarray, grid: np.ndarray, fps: float = 8.0,
-                       formats: tuple[str, ...] = ("gif",)) -> list[str]:
+def write_emotion_grid(
+    path_stem: str,
+    inputs: np.ndarray,
+    grid: np.ndarray,
+    fps: float = 8.0,
+    formats: tuple[str, ...] = ("gif",),
+) -> list[str]:
     """Writes the input column + six emotion columns as GIF/MP4, and arrays as .npz.
 
     Args:
@@ -87,8 +108,12 @@ def write_emotion_grid(path_stem: str, inputs: np.ndarray, grid: np.ndarray, fps
         written.append(path_stem + ".mp4")
     if "npz" in formats:
         tmp = path_stem + ".tmp.npz"
-        np.savez_compressed(tmp, inputs=writers.to_uint8(inputs), generated=writers.to_uint8(grid),
-                            emotions=np.array(labels.EMOTIONS))
+        np.savez_compressed(
+            tmp,
+            inputs=writers.to_uint8(inputs),
+            generated=writers.to_uint8(grid),
+            emotions=np.array(labels.EMOTIONS),
+        )
         os.replace(tmp, path_stem + ".npz")
         written.append(path_stem + ".npz")
     return written

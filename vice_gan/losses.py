@@ -35,8 +35,9 @@ def category_loss(class_logits: jax.Array, labels: jax.Array) -> jax.Array:
     D_V minimises it on real clips with their labels; G and R_m minimise it on fakes with the
     requested categories (thesis §4.3.5, category loss).
     """
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-        class_logits.astype(jnp.float32), labels))
+    return jnp.mean(
+        optax.softmax_cross_entropy_with_integer_labels(class_logits.astype(jnp.float32), labels)
+    )
 
 
 def content_loss(real_codes: jax.Array, fake_codes: jax.Array) -> jax.Array:

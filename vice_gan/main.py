@@ -25,8 +25,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """
     from vice_gan import checkpointing, train
 
-    return (config_lib.ConfigError, checkpointing.CheckpointError, train.TrainingDivergedError,
-            ValueError, OSError)
+    return (
+        config_lib.ConfigError,
+        checkpointing.CheckpointError,
+        train.TrainingDivergedError,
+        ValueError,
+        OSError,
+    )
 
 
 def run(config: config_lib.Config) -> None:

@@ -97,12 +97,15 @@ def initialize_distributed(config) -> None:
     on a single machine without either it does nothing.
     """
     if config.coordinator_address is not None:
-        jax.distributed.initialize(coordinator_address=config.coordinator_address,
-                                   num_processes=config.num_processes,
-                                   process_id=config.process_id)
+        jax.distributed.initialize(
+            coordinator_address=config.coordinator_address,
+            num_processes=config.num_processes,
+            process_id=config.process_id,
+        )
         return
     import os
 
-    if any(k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES",
-                                     "OMPI_COMM_WORLD_SIZE")):
+    if any(
+        k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE")
+    ):
         jax.distributed.initialize()

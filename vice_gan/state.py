@@ -84,16 +84,18 @@ def compute_dtype(config: Config) -> jnp.dtype:
 def build_models(config: Config, axis_name: str | None = "batch") -> Models:
     """Instantiates every network of `config`; BatchNorm reduces over `axis_name`."""
     dtype = compute_dtype(config)
-    ae_kw = dict(code_dim=CODE_DIM, width_divisor=config.ae_width_divisor, dtype=dtype,
-                 axis_name=axis_name)
+    ae_kw = dict(
+        code_dim=CODE_DIM, width_divisor=config.ae_width_divisor, dtype=dtype, axis_name=axis_name
+    )
     return Models(
         autoencoder=autoencoder.make_autoencoder(config.ae_type, config.ae_size, **ae_kw),
         encoder=autoencoder.Encoder(size=config.ae_size, ae_type=config.ae_type, **ae_kw),
         motion=motion.MotionNet(hidden=MOTION_DIM, dtype=dtype),
         generator=generator.Generator(ngf=config.ngf, dtype=dtype, axis_name=axis_name),
         dimg=discriminators.ImageDiscriminator(ndf=config.ndf, dtype=dtype, axis_name=axis_name),
-        dvid=discriminators.VideoDiscriminator(ndf=config.ndf, num_classes=labels.NUM_EMOTIONS,
-                                               dtype=dtype, axis_name=axis_name),
+        dvid=discriminators.VideoDiscriminator(
+            ndf=config.ndf, num_classes=labels.NUM_EMOTIONS, dtype=dtype, axis_name=axis_name
+        ),
     )
 
 
@@ -114,55 +116,87 @@ def adam(lr: float, config: Config) -> optax.GradientTransformation:
     return optax.adam(lr, b1=config.beta1, b2=config.beta2)
 
 
-def create_ae_state(config: Config, models: Models, tx: optax.GradientTransformation,
-                    seed: int) -> AeState:
+def create_ae_state(
+    config: Config, models: Models, tx: optax.GradientTransformation, seed: int
+) -> AeState:
     """Fresh autoencoder state; deterministic in `seed`."""
+    # Under one jit: eager init would compile every initialiser op on its own (slow on CPU).
+    return jax.jit(lambda: _create_ae_state(models, tx, seed))()
+
+
+def _create_ae_state(models: Models, tx: optax.GradientTransformation, seed: int) -> AeState:
     rng = jax.random.PRNGKey(seed)
     init_rng, run_rng = jax.random.split(rng)
     x = jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32)
     eps = jnp.zeros((1, CODE_DIM), jnp.float32)
     variables = models.autoencoder.init(init_rng, x, eps, train=False)
     params = variables["params"]
-    return AeState(step=jnp.zeros((), jnp.int32), rng=run_rng, params=params,
-                   batch_stats=variables["batch_stats"], opt_state=tx.init(params))
+    return AeState(
+        step=jnp.zeros((), jnp.int32),
+        rng=run_rng,
+        params=params,
+        batch_stats=variables["batch_stats"],
+        opt_state=tx.init(params),
+    )
 
 
-def create_gan_state(config: Config, models: Models, txs: dict[str, optax.GradientTransformation],
-                     encoder_params: PyTree, encoder_batch_stats: PyTree, seed: int) -> GanState:
+def create_gan_state(
+    config: Config,
+    models: Models,
+    txs: dict[str, optax.GradientTransformation],
+    encoder_params: PyTree,
+    encoder_batch_stats: PyTree,
+    seed: int,
+) -> GanState:
     """Fresh GAN state around a pre-trained encoder; deterministic in `seed`.
 
     Args:
       txs: optimisers keyed 'gen', 'dimg', 'dvid'.
       encoder_params, encoder_batch_stats: the autoencoder's 'encoder' sub-trees.
     """
+    return jax.jit(lambda p, s: _create_gan_state(config, models, txs, p, s, seed))(
+        encoder_params, encoder_batch_stats
+    )
+
+
+def _create_gan_state(config, models, txs, encoder_params, encoder_batch_stats, seed):
     rng = jax.random.PRNGKey(seed + 1)  # +1: independent of the AE stage's init stream
     k_mot, k_gen, k_dimg, k_dvid, run_rng = jax.random.split(rng, 5)
-    t = 16
-    mot = models.motion.init(k_mot, jnp.zeros((1, MOTION_DIM)),
-                             jnp.zeros((1, t, motion_input_dim(config))))
+    mot = models.motion.init(
+        k_mot,
+        jnp.zeros((1, MOTION_DIM)),
+        jnp.zeros((1, config.video_length, motion_input_dim(config))),
+    )
     gen = models.generator.init(k_gen, jnp.zeros((1, generator_input_dim(config))), train=False)
     dimg = models.dimg.init(k_dimg, jnp.zeros((1,) + IMAGE_SHAPE), train=False)
-    dvid = models.dvid.init(k_dvid, jnp.zeros((1, config.video_length) + IMAGE_SHAPE),
-                            train=False)
+    dvid = models.dvid.init(k_dvid, jnp.zeros((1, config.video_length) + IMAGE_SHAPE), train=False)
     gen_params = {"generator": gen["params"], "motion": mot["params"]}
     if config.ae_weights == "finetune":
         gen_params["encoder"] = encoder_params
     return GanState(
-        step=jnp.zeros((), jnp.int32), rng=run_rng,
-        gen_params=gen_params, gen_batch_stats=gen["batch_stats"],
+        step=jnp.zeros((), jnp.int32),
+        rng=run_rng,
+        gen_params=gen_params,
+        gen_batch_stats=gen["batch_stats"],
         gen_opt_state=txs["gen"].init(gen_params),
-        enc_params=encoder_params, enc_batch_stats=encoder_batch_stats,
-        dimg_params=dimg["params"], dimg_batch_stats=dimg["batch_stats"],
+        enc_params=encoder_params,
+        enc_batch_stats=encoder_batch_stats,
+        dimg_params=dimg["params"],
+        dimg_batch_stats=dimg["batch_stats"],
         dimg_opt_state=txs["dimg"].init(dimg["params"]),
-        dvid_params=dvid["params"], dvid_batch_stats=dvid["batch_stats"],
+        dvid_params=dvid["params"],
+        dvid_batch_stats=dvid["batch_stats"],
         dvid_opt_state=txs["dvid"].init(dvid["params"]),
     )
 
 
 def gan_optimizers(config: Config) -> dict[str, optax.GradientTransformation]:
     """One Adam per player (thesis §5.2), keyed as in `GanState`'s prefixes."""
-    return {"gen": adam(config.lr, config), "dimg": adam(config.lr, config),
-            "dvid": adam(config.lr, config)}
+    return {
+        "gen": adam(config.lr, config),
+        "dimg": adam(config.lr, config),
+        "dvid": adam(config.lr, config),
+    }
 
 
 def param_count(tree: PyTree) -> int:

@@ -48,7 +48,7 @@ def sample_gan_noise(key: jax.Array, config: Config) -> Batch:
     keys = jax.random.split(key, 4 * len(renders))
     noise = {}
     for i, suffix in enumerate(renders):
-        k = keys[4 * i:4 * i + 4]
+        k = keys[4 * i : 4 * i + 4]
         noise["h0" + suffix] = jax.random.normal(k[0], (bv, MOTION_DIM))
         noise["eps" + suffix] = jax.random.normal(k[1], (bv, t, MOTION_DIM))
         noise["cats" + suffix] = jax.random.randint(k[2], (bv,), 0, labels.NUM_EMOTIONS)
@@ -81,15 +81,18 @@ def encode_frames(models: Models, enc_params, enc_batch_stats, frames: jax.Array
     The encoder always runs with its pre-trained BN statistics (inference mode): frozen keeps
     them fixed by definition, and fine-tuning adapts the weights only (WORKSPACE.md).
     """
-    mean, _ = models.encoder.apply({"params": enc_params, "batch_stats": enc_batch_stats},
-                                   frames, train=False)
+    mean, _ = models.encoder.apply(
+        {"params": enc_params, "batch_stats": enc_batch_stats}, frames, train=False
+    )
     return mean.astype(jnp.float32)
 
 
 def encode_clips(models: Models, enc_params, enc_batch_stats, clips: jax.Array) -> jax.Array:
     """[B, T, 64, 64, 3] -> codes [B, T, 50]."""
     b, t = clips.shape[:2]
-    codes = encode_frames(models, enc_params, enc_batch_stats, clips.reshape((b * t,) + IMAGE_SHAPE))
+    codes = encode_frames(
+        models, enc_params, enc_batch_stats, clips.reshape((b * t,) + IMAGE_SHAPE)
+    )
     return codes.reshape(b, t, CODE_DIM)
 
 
@@ -103,8 +106,18 @@ def content_input(codes: jax.Array, content_encoding: str) -> jax.Array:
     return codes
 
 
-def render(models: Models, config: Config, gen_params, gen_batch_stats, z_c: jax.Array,
-           h0: jax.Array, eps: jax.Array, cats: jax.Array, *, train: bool):
+def render(
+    models: Models,
+    config: Config,
+    gen_params,
+    gen_batch_stats,
+    z_c: jax.Array,
+    h0: jax.Array,
+    eps: jax.Array,
+    cats: jax.Array,
+    *,
+    train: bool,
+):
     """Generates clips from content codes, motion noise and requested emotions.
 
     Args:
@@ -114,8 +127,9 @@ def render(models: Models, config: Config, gen_params, gen_batch_stats, z_c: jax
       (clips [B, T, 64, 64, 3] float32 in [-1, 1], updated generator batch_stats).
     """
     b, t = z_c.shape[:2]
-    one_hot = jnp.broadcast_to(jax.nn.one_hot(cats, labels.NUM_EMOTIONS)[:, None],
-                               (b, t, labels.NUM_EMOTIONS))
+    one_hot = jnp.broadcast_to(
+        jax.nn.one_hot(cats, labels.NUM_EMOTIONS)[:, None], (b, t, labels.NUM_EMOTIONS)
+    )
     motion_in = eps
     if config.category_to in ("motion", "both"):  # MoCoGAN: the category drives R_m
         motion_in = jnp.concatenate([eps, one_hot], axis=-1)
@@ -124,8 +138,7 @@ def render(models: Models, config: Config, gen_params, gen_batch_stats, z_c: jax
     z = jnp.concatenate([p.astype(jnp.float32) for p in parts], axis=-1).reshape(b * t, -1)
     variables = {"params": gen_params["generator"], "batch_stats": gen_batch_stats}
     if train:
-        frames, updates = models.generator.apply(variables, z, train=True,
-                                                 mutable=["batch_stats"])
+        frames, updates = models.generator.apply(variables, z, train=True, mutable=["batch_stats"])
         new_stats = updates["batch_stats"]
     else:
         frames, new_stats = models.generator.apply(variables, z, train=False), gen_batch_stats
@@ -150,7 +163,8 @@ def make_ae_step(config: Config, models: Models, tx: optax.GradientTransformatio
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
             (recon, mean, logvar), updates = models.autoencoder.apply(
-                variables, x, batch["eps"] if vae else None, train=True, mutable=["batch_stats"])
+                variables, x, batch["eps"] if vae else None, train=True, mutable=["batch_stats"]
+            )
             mse = losses.reconstruction_loss(x, recon)
             # KL per pixel value: MSE + KL is then the Gaussian ELBO divided by the pixel count.
             kl = losses.kl_divergence(mean, logvar) / PIXELS if vae else jnp.zeros(())
@@ -158,19 +172,25 @@ def make_ae_step(config: Config, models: Models, tx: optax.GradientTransformatio
 
         (loss, (batch_stats, mse, kl)), grads = parallel.grad_pmean(loss_fn, state.params)
         params, opt_state = _apply_updates(tx, grads, state.opt_state, state.params)
-        metrics = {"train/ae_loss": loss, "train/ae_mse": parallel.pmean(mse),
-                   "train/ae_kl": parallel.pmean(kl), "grad_norm/ae": optax.global_norm(grads),
-                   "param_norm/ae": optax.global_norm(params)}
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state)
+        metrics = {
+            "train/ae_loss": loss,
+            "train/ae_mse": parallel.pmean(mse),
+            "train/ae_kl": parallel.pmean(kl),
+            "grad_norm/ae": optax.global_norm(grads),
+            "param_norm/ae": optax.global_norm(params),
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
         return new_state, metrics
 
     return step
 
 
 # --- GAN stage -------------------------------------------------------------------------------
-def make_gan_step(config: Config, models: Models, txs: dict[str, optax.GradientTransformation]
-                  ) -> Callable:
+def make_gan_step(
+    config: Config, models: Models, txs: dict[str, optax.GradientTransformation]
+) -> Callable:
     """The VICE-GAN step. Batch: 'video' [Bv, T, 64, 64, 3] and 'image' [Bi, 64, 64, 3] in
     [-1, 1], 'video_label' int [Bv], plus the entries of `sample_gan_noise`."""
     finetune = config.ae_weights == "finetune"
@@ -186,18 +206,31 @@ def make_gan_step(config: Config, models: Models, txs: dict[str, optax.GradientT
         z_c = content_input(codes, config.content_encoding)
         if not finetune:
             z_c = jax.lax.stop_gradient(z_c)
-        clips, gen_stats = render(models, config, gen_params, state.gen_batch_stats, z_c,
-                                  batch["h0" + suffix], batch["eps" + suffix],
-                                  batch["cats" + suffix], train=True)
+        clips, gen_stats = render(
+            models,
+            config,
+            gen_params,
+            state.gen_batch_stats,
+            z_c,
+            batch["h0" + suffix],
+            batch["eps" + suffix],
+            batch["cats" + suffix],
+            train=True,
+        )
         return clips, gen_stats
 
     def d_image_update(state: GanState, real_images, fake_images):
         def loss_fn(params):
-            real, upd = models.dimg.apply({"params": params, "batch_stats": state.dimg_batch_stats},
-                                          real_images, train=True, mutable=["batch_stats"])
+            real, upd = models.dimg.apply(
+                {"params": params, "batch_stats": state.dimg_batch_stats},
+                real_images,
+                train=True,
+                mutable=["batch_stats"],
+            )
             # Separate calls: BN sees real and fake batches apart, as MoCoGAN.
-            fake, upd = models.dimg.apply({"params": params, **upd}, fake_images, train=True,
-                                          mutable=["batch_stats"])
+            fake, upd = models.dimg.apply(
+                {"params": params, **upd}, fake_images, train=True, mutable=["batch_stats"]
+            )
             return losses.discriminator_loss(real, fake), upd["batch_stats"]
 
         (loss, stats), grads = parallel.grad_pmean(loss_fn, state.dimg_params)
@@ -207,10 +240,15 @@ def make_gan_step(config: Config, models: Models, txs: dict[str, optax.GradientT
 
     def d_video_update(state: GanState, real_clips, real_labels, fake_clips):
         def loss_fn(params):
-            real, upd = models.dvid.apply({"params": params, "batch_stats": state.dvid_batch_stats},
-                                          real_clips, train=True, mutable=["batch_stats"])
-            fake, upd = models.dvid.apply({"params": params, **upd}, fake_clips, train=True,
-                                          mutable=["batch_stats"])
+            real, upd = models.dvid.apply(
+                {"params": params, "batch_stats": state.dvid_batch_stats},
+                real_clips,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            fake, upd = models.dvid.apply(
+                {"params": params, **upd}, fake_clips, train=True, mutable=["batch_stats"]
+            )
             adv = losses.discriminator_loss(real[:, 0], fake[:, 0])
             cat = losses.category_loss(real[:, 1:], real_labels)  # D_V learns on real clips
             return adv + cat, (upd["batch_stats"], adv, cat)
@@ -218,9 +256,12 @@ def make_gan_step(config: Config, models: Models, txs: dict[str, optax.GradientT
         (loss, (stats, adv, cat)), grads = parallel.grad_pmean(loss_fn, state.dvid_params)
         params, opt = _apply_updates(txs["dvid"], grads, state.dvid_opt_state, state.dvid_params)
         state = state.replace(dvid_params=params, dvid_batch_stats=stats, dvid_opt_state=opt)
-        return state, {"train/d_video": loss, "train/d_video_adv": parallel.pmean(adv),
-                       "train/d_video_cat": parallel.pmean(cat),
-                       "grad_norm/dvid": optax.global_norm(grads)}
+        return state, {
+            "train/d_video": loss,
+            "train/d_video_adv": parallel.pmean(adv),
+            "train/d_video_cat": parallel.pmean(cat),
+            "grad_norm/dvid": optax.global_norm(grads),
+        }
 
     def g_loss(gen_params, fakes, state: GanState, batch, suffix: str):
         """G + R_m objective on given fakes, against the current (updated) discriminators."""
@@ -229,28 +270,40 @@ def make_gan_step(config: Config, models: Models, txs: dict[str, optax.GradientT
         # are discarded: the discriminators' running averages are never used.
         img_logits, _ = models.dimg.apply(
             {"params": state.dimg_params, "batch_stats": state.dimg_batch_stats},
-            pick_frames(fakes, batch["img_t" + suffix]), train=True, mutable=["batch_stats"])
+            pick_frames(fakes, batch["img_t" + suffix]),
+            train=True,
+            mutable=["batch_stats"],
+        )
         vid_logits, _ = models.dvid.apply(
-            {"params": state.dvid_params, "batch_stats": state.dvid_batch_stats}, fakes,
-            train=True, mutable=["batch_stats"])
+            {"params": state.dvid_params, "batch_stats": state.dvid_batch_stats},
+            fakes,
+            train=True,
+            mutable=["batch_stats"],
+        )
         adv_img = losses.generator_adversarial_loss(img_logits)
         adv_vid = losses.generator_adversarial_loss(vid_logits[:, 0])
         cat = losses.category_loss(vid_logits[:, 1:], batch["cats" + suffix])
         fake_codes = encode_clips(models, enc, state.enc_batch_stats, fakes)
         content = losses.content_loss(real_codes, fake_codes)
         total = adv_img + adv_vid + cat + config.lambda_content * content
-        return total, {"train/g_adv_image": adv_img, "train/g_adv_video": adv_vid,
-                       "train/g_category": cat, "train/g_content": content}
+        return total, {
+            "train/g_adv_image": adv_img,
+            "train/g_adv_video": adv_vid,
+            "train/g_category": cat,
+            "train/g_content": content,
+        }
 
     def step(state: GanState, batch: Batch) -> tuple[GanState, dict]:
         video = batch["video"]
         gen_params = parallel.to_varying(state.gen_params)
         if config.reuse_fakes:
             fakes, render_vjp, gen_stats = jax.vjp(
-                lambda p: render_fakes(p, state, video, batch, ""), gen_params, has_aux=True)
+                lambda p: render_fakes(p, state, video, batch, ""), gen_params, has_aux=True
+            )
         else:
-            fakes, gen_stats = render_fakes(jax.lax.stop_gradient(gen_params), state, video,
-                                            batch, "")
+            fakes, gen_stats = render_fakes(
+                jax.lax.stop_gradient(gen_params), state, video, batch, ""
+            )
         fakes_d = jax.lax.stop_gradient(fakes)
         state, m_img = d_image_update(state, batch["image"], pick_frames(fakes_d, batch["img_t"]))
         state, m_vid = d_video_update(state, video, batch["video_label"], fakes_d)
@@ -259,25 +312,32 @@ def make_gan_step(config: Config, models: Models, txs: dict[str, optax.GradientT
         if config.reuse_fakes:
             # d/dp L(p, F(p)) = dL/dp + vjp_F(dL/dF): exact gradient of the G objective.
             (loss, parts), (g_direct, g_fakes) = jax.value_and_grad(
-                g_loss, argnums=(0, 1), has_aux=True)(gen_params, fakes, state, batch, "")
+                g_loss, argnums=(0, 1), has_aux=True
+            )(gen_params, fakes, state, batch, "")
             (g_render,) = render_vjp(g_fakes)
             grads = jax.tree.map(jnp.add, g_direct, g_render)
         else:
+
             def full_loss(p):
                 clips, stats = render_fakes(p, state, video, batch, "_g")
                 total, parts = g_loss(p, clips, state, batch, "_g")
                 return total, (parts, stats)
 
             (loss, (parts, gen_stats)), grads = jax.value_and_grad(full_loss, has_aux=True)(
-                gen_params)
+                gen_params
+            )
             state = state.replace(gen_batch_stats=gen_stats)
         grads = parallel.pmean(grads)
         params, opt = _apply_updates(txs["gen"], grads, state.gen_opt_state, state.gen_params)
         state = state.replace(step=state.step + 1, gen_params=params, gen_opt_state=opt)
         if finetune:
             state = state.replace(enc_params=params["encoder"])
-        metrics = {"train/g_loss": loss, **parts, "grad_norm/gen": optax.global_norm(grads),
-                   "param_norm/gen": optax.global_norm(params)}
+        metrics = {
+            "train/g_loss": loss,
+            **parts,
+            "grad_norm/gen": optax.global_norm(grads),
+            "param_norm/gen": optax.global_norm(params),
+        }
         metrics = parallel.pmean({**metrics, **m_img, **m_vid})
         return state, metrics
 

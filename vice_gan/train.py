@@ -47,31 +47,50 @@ def load_data(config: Config) -> Data:
     run directory, and its summary into the run log.
     """
     span = input_pipeline.clip_span(config.video_length, config.frame_stride)
-    table = registry.load_videos(config.dataset, config.data_dir, manual_dir=config.manual_dir,
-                                 min_frames=span)
+    table = registry.load_videos(
+        config.dataset, config.data_dir, manual_dir=config.manual_dir, min_frames=span
+    )
     split = splits.make_split_for_table(table, config.split_seed)
     name = config.dataset.replace("/", "-")
     if jax.process_index() == 0:
         for directory in (os.path.join(config.data_dir, "vice_gan_splits"), config.workdir):
-            splits.save_split(split, os.path.join(directory, f"split_{name}_seed"
-                                                             f"{config.split_seed}.json"))
-    logging.info("data %s: %d videos of %d subjects\n%s", config.dataset, len(table),
-                 len(table.subject_names), splits.describe(split))
+            splits.save_split(
+                split, os.path.join(directory, f"split_{name}_seed{config.split_seed}.json")
+            )
+    logging.info(
+        "data %s: %d videos of %d subjects\n%s",
+        config.dataset,
+        len(table),
+        len(table.subject_names),
+        splits.describe(split),
+    )
     return Data(table, split)
 
 
 def _format_progress(stage: str, step: int, total: int, metrics: dict, rate: float) -> str:
     eta = (total - step) / rate if rate > 0 else float("inf")
     eta_s = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
-    shown = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in metrics.items()
-                     if k.startswith("train/"))
+    shown = " ".join(
+        f"{k.split('/')[-1]}={v:.4f}" for k, v in metrics.items() if k.startswith("train/")
+    )
     return f"[{stage}] step {step}/{total} | {shown} | {rate:.2f} steps/s | ETA {eta_s}"
 
 
-def run_loop(*, stage: str, config: Config, directory: str, state, step_fn: Callable,
-             batches: input_pipeline.TrainBatches, noise_fn: Callable, num_steps: int,
-             mesh, meta: dict, writer: writers.MetricWriter,
-             sample_fn: Callable | None = None):
+def run_loop(
+    *,
+    stage: str,
+    config: Config,
+    directory: str,
+    state,
+    step_fn: Callable,
+    batches: input_pipeline.TrainBatches,
+    noise_fn: Callable,
+    num_steps: int,
+    mesh,
+    meta: dict,
+    writer: writers.MetricWriter,
+    sample_fn: Callable | None = None,
+):
     """Runs `step_fn` from the latest checkpoint in `directory` to `num_steps`.
 
     Checkpoints every `config.checkpoint_every` steps and at the end (keeping the last
@@ -88,15 +107,15 @@ def run_loop(*, stage: str, config: Config, directory: str, state, step_fn: Call
         logging.info("[%s] resumed from step %d in %s", stage, int(state.step), directory)
     start = int(jax.device_get(state.step))
     if start >= num_steps:
-        logging.info("[%s] already trained for %d >= %d steps; nothing to do", stage, start,
-                     num_steps)
+        logging.info(
+            "[%s] already trained for %d >= %d steps; nothing to do", stage, start, num_steps
+        )
         manager.close()
         return state
     base_key = jax.device_get(state.rng)
     t_window, n_window = time.perf_counter(), 0
     try:
-        for step, local in zip(range(start, num_steps),
-                               batches.iterate(start, num_steps - start)):
+        for step, local in zip(range(start, num_steps), batches.iterate(start, num_steps - start)):
             batch = parallel.put_batch(local, mesh)
             batch.update(noise_fn(jax.random.fold_in(base_key, step)))
             state, metrics = step_fn(state, batch)
@@ -106,7 +125,8 @@ def run_loop(*, stage: str, config: Config, directory: str, state, step_fn: Call
                 raise TrainingDivergedError(
                     f"[{stage}] step {step + 1}: {', '.join(f'{k}={metrics[k]}' for k in bad)} "
                     f"is not finite; stopped without saving this step (last checkpoint: "
-                    f"{manager.latest_step()}). Try a lower learning rate or another --seed.")
+                    f"{manager.latest_step()}). Try a lower learning rate or another --seed."
+                )
             done, n_window = step + 1, n_window + 1
             if done % config.log_every == 0 or done == num_steps or step == start:
                 rate = n_window / max(time.perf_counter() - t_window, 1e-9)
@@ -115,8 +135,11 @@ def run_loop(*, stage: str, config: Config, directory: str, state, step_fn: Call
                 t_window, n_window = time.perf_counter(), 0
             if done % config.checkpoint_every == 0 or done == num_steps:
                 checkpointing.save(manager, done, state, meta, force=True)
-            if sample_fn and config.sample_every and (done % config.sample_every == 0
-                                                      or done == num_steps):
+            if (
+                sample_fn
+                and config.sample_every
+                and (done % config.sample_every == 0 or done == num_steps)
+            ):
                 sample_fn(state, done)
     finally:
         manager.wait_until_finished()
@@ -125,8 +148,12 @@ def run_loop(*, stage: str, config: Config, directory: str, state, step_fn: Call
 
 
 def _meta(config: Config, stage: str) -> dict:
-    return {"stage": stage, "fingerprint": config_lib.fingerprint(config, stage),
-            "config": dataclasses.asdict(config), "jax": jax.__version__}
+    return {
+        "stage": stage,
+        "fingerprint": config_lib.fingerprint(config, stage),
+        "config": dataclasses.asdict(config),
+        "jax": jax.__version__,
+    }
 
 
 def _ae_template(config: Config, models: state_lib.Models, mesh):
@@ -149,20 +176,39 @@ def train_autoencoder(config: Config, data: Data | None = None) -> state_lib.AeS
     tx, state = _ae_template(config, models, mesh)
     indices = splits.train_indices(data.table, data.split, "unseen", include_neutral=True)
     batches = input_pipeline.TrainBatches(
-        data.table, indices, video_batch=0, image_batch=config.ae_batch,
-        video_length=config.video_length, frame_stride=config.frame_stride, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        data.table,
+        indices,
+        video_batch=0,
+        image_batch=config.ae_batch,
+        video_length=config.video_length,
+        frame_stride=config.frame_stride,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
     step_fn = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh)
-    noise_fn = jax.jit(lambda k: steps.sample_ae_noise(k, config.ae_batch),
-                       out_shardings=parallel.batch_sharded(mesh))
-    writer = writers.MetricWriter(os.path.join(config.ae_dir, "logs"),
-                                  enabled=jax.process_index() == 0)
+    noise_fn = jax.jit(
+        lambda k: steps.sample_ae_noise(k, config.ae_batch),
+        out_shardings=parallel.batch_sharded(mesh),
+    )
+    writer = writers.MetricWriter(
+        os.path.join(config.ae_dir, "logs"), enabled=jax.process_index() == 0
+    )
     writer.write_scalars(0, {"param_count/autoencoder": state_lib.param_count(state.params)})
     try:
-        return run_loop(stage="ae", config=config, directory=config.ae_dir, state=state,
-                        step_fn=step_fn, batches=batches, noise_fn=noise_fn,
-                        num_steps=config.ae_num_steps, mesh=mesh, meta=_meta(config, "ae"),
-                        writer=writer)
+        return run_loop(
+            stage="ae",
+            config=config,
+            directory=config.ae_dir,
+            state=state,
+            step_fn=step_fn,
+            batches=batches,
+            noise_fn=noise_fn,
+            num_steps=config.ae_num_steps,
+            mesh=mesh,
+            meta=_meta(config, "ae"),
+            writer=writer,
+        )
     finally:
         writer.close()
 
@@ -179,16 +225,23 @@ def init_gan_state(config: Config, models: state_lib.Models, mesh):
     """(optimisers, fresh GAN state on the mesh) around the pre-trained encoder."""
     txs = state_lib.gan_optimizers(config)
     enc_params, enc_stats = load_encoder(config, models, mesh)
-    state = state_lib.create_gan_state(config, models, txs, jax.device_get(enc_params),
-                                       jax.device_get(enc_stats), config.seed)
+    state = state_lib.create_gan_state(
+        config, models, txs, jax.device_get(enc_params), jax.device_get(enc_stats), config.seed
+    )
     return txs, parallel.put_replicated(state, mesh)
 
 
 def sample_inputs(config: Config, data: Data, rows: int = 4) -> np.ndarray:
     """Identity sources for sample grids: one evaluation input clip per test subject."""
-    pairs = input_pipeline.eval_pairs(data.table, data.split, config.condition,
-                                      config.video_length, config.frame_stride, config.seed,
-                                      config.eval_input)
+    pairs = input_pipeline.eval_pairs(
+        data.table,
+        data.split,
+        config.condition,
+        config.video_length,
+        config.frame_stride,
+        config.seed,
+        config.eval_input,
+    )
     _, first = np.unique(pairs["subject"], return_index=True)
     return pairs["input"][np.sort(first)[:rows]]
 
@@ -204,20 +257,32 @@ def train_gan(config: Config, data: Data | None = None) -> state_lib.GanState:
     txs, state = init_gan_state(config, models, mesh)
     indices = splits.train_indices(data.table, data.split, config.condition)
     batches = input_pipeline.TrainBatches(
-        data.table, indices, video_batch=config.video_batch, image_batch=config.image_batch,
-        video_length=config.video_length, frame_stride=config.frame_stride, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        data.table,
+        indices,
+        video_batch=config.video_batch,
+        image_batch=config.image_batch,
+        video_length=config.video_length,
+        frame_stride=config.frame_stride,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
     step_fn = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
-    noise_fn = jax.jit(lambda k: steps.sample_gan_noise(k, config),
-                       out_shardings=parallel.batch_sharded(mesh))
+    noise_fn = jax.jit(
+        lambda k: steps.sample_gan_noise(k, config), out_shardings=parallel.batch_sharded(mesh)
+    )
     is_main = jax.process_index() == 0
     writer = writers.MetricWriter(os.path.join(config.workdir, "logs"), enabled=is_main)
-    writer.write_scalars(0, {
-        "param_count/generator": state_lib.param_count(state.gen_params["generator"]),
-        "param_count/motion": state_lib.param_count(state.gen_params["motion"]),
-        "param_count/encoder": state_lib.param_count(state.enc_params),
-        "param_count/image_discriminator": state_lib.param_count(state.dimg_params),
-        "param_count/video_discriminator": state_lib.param_count(state.dvid_params)})
+    writer.write_scalars(
+        0,
+        {
+            "param_count/generator": state_lib.param_count(state.gen_params["generator"]),
+            "param_count/motion": state_lib.param_count(state.gen_params["motion"]),
+            "param_count/encoder": state_lib.param_count(state.enc_params),
+            "param_count/image_discriminator": state_lib.param_count(state.dimg_params),
+            "param_count/video_discriminator": state_lib.param_count(state.dvid_params),
+        },
+    )
     translate = generate.make_translate_fn(config, state_lib.build_models(config, axis_name=None))
     inputs = sample_inputs(config, data)
 
@@ -225,13 +290,24 @@ def train_gan(config: Config, data: Data | None = None) -> state_lib.GanState:
         if not is_main:
             return
         grid = generate.emotion_grid(translate, st, inputs, jax.random.PRNGKey(config.seed))
-        generate.write_emotion_grid(os.path.join(config.workdir, "samples", f"step_{step:07d}"),
-                                    inputs, grid)
+        generate.write_emotion_grid(
+            os.path.join(config.workdir, "samples", f"step_{step:07d}"), inputs, grid
+        )
 
     try:
-        return run_loop(stage="gan", config=config, directory=config.workdir, state=state,
-                        step_fn=step_fn, batches=batches, noise_fn=noise_fn,
-                        num_steps=config.num_steps, mesh=mesh, meta=_meta(config, "gan"),
-                        writer=writer, sample_fn=write_samples)
+        return run_loop(
+            stage="gan",
+            config=config,
+            directory=config.workdir,
+            state=state,
+            step_fn=step_fn,
+            batches=batches,
+            noise_fn=noise_fn,
+            num_steps=config.num_steps,
+            mesh=mesh,
+            meta=_meta(config, "gan"),
+            writer=writer,
+            sample_fn=write_samples,
+        )
     finally:
         writer.close()

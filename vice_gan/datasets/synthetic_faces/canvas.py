@@ -1,8 +1,8 @@
 """Drawing primitives of the synthetic_faces renderer: canvases, patches, implicit shapes.
 
-Shapes are approximate signed distances in output pixels (negative inside). Coverage is a linear
-ramp one supersampled pixel wide centred on the boundary, so after the 2x box downsampling in
-`renderer._warp` every edge is antialiased over about half an output pixel.
+Shapes are approximate signed distances in face units (one unit is ZOOM output pixels; negative
+inside). Coverage is a linear ramp one canvas pixel wide centred on the boundary: analytic
+antialiasing, refined by supersampling and box-filtering in `renderer._warp` when SS > 1.
 """
 
 import dataclasses
@@ -17,14 +17,14 @@ from vice_gan.datasets.synthetic_faces import identity as identity_lib
 SS = 1
 # Output pixels per face-coordinate unit: identities are laid out in units of a 64-px frame and
 # then magnified, so the face fills the frame like a tight face crop of MUG.
-ZOOM = 1.2
+ZOOM = 1.4
 
 
 def coverage(d: np.ndarray, soft: float = 1.0) -> np.ndarray:
-    """Fraction of a supersampled pixel covered by the shape with signed distance `d`.
+    """Fraction of a canvas pixel covered by the shape with signed distance `d`.
 
     Args:
-      d: signed distance in output pixels, any shape.
+      d: signed distance in face units, any shape.
       soft: widen the ramp by this factor (soft shading edges such as blush and shadows).
     """
     return np.clip(0.5 - d * (SS * ZOOM / soft), 0.0, 1.0)

@@ -1,8 +1,9 @@
 """The parts of a synthetic face that FACS action units move, drawn per frame in small patches.
 
 `a[n]` is the intensity of AU n as a float32 [T, 1, 1] array (it broadcasts against patch
-coordinates u [1, 1, W] and v [1, H, 1]). Displacements are in output pixels at intensity 1 and
-are deliberately larger than on a real face, so that each emotion reads at 64x64 (FACS Manual,
+coordinates u [1, 1, W] and v [1, H, 1]). Displacements are in face units (canvas.ZOOM output
+pixels) at intensity 1 and are deliberately larger than on a real face, so that each emotion
+reads at 64x64 (FACS Manual,
 Ekman, Friesen & Hager 2002, describes the appearance changes reproduced here):
   AU1 inner brow up, AU2 outer brow up, AU4 brows down and together with glabella lines,
   AU5 upper lid up (sclera above the iris), AU6 cheeks up with crow's feet and a lower-lid bulge,
@@ -16,7 +17,13 @@ import numpy as np
 
 from vice_gan.datasets.synthetic_faces import identity as identity_lib
 from vice_gan.datasets.synthetic_faces import static_parts
-from vice_gan.datasets.synthetic_faces.canvas import Canvas, coverage, ellipse_sdf, segment_sdf, vmax
+from vice_gan.datasets.synthetic_faces.canvas import (
+    Canvas,
+    coverage,
+    ellipse_sdf,
+    segment_sdf,
+    vmax,
+)
 
 Identity = identity_lib.Identity
 SCLERA = (0.8, 0.78, 0.75)
@@ -55,7 +62,7 @@ def mouth_geometry(ident: Identity, a: dict) -> dict:
         # in (the "O" of surprise) unless AU20 holds them apart (fear).
         "w": ident.mouth_w
         * (1 + 0.22 * a12 + 0.3 * a20 - 0.14 * a23 - 0.2 * a26 * (1 - a20) + 0.05 * a10),
-        "corner": -3.4 * a12 + 3.0 * a15 + 1.2 * a20 + 0.5 * a16,
+        "corner": -3.4 * a12 + 3.0 * a15 + 2.0 * a20 + 0.5 * a16,
         "up": 0.4 * a25 + 0.3 * a26 + 0.7 * a12 * parted,
         "raise10": 2.0 * a10,
         "down": 0.9 * a25 + 5.2 * a26 + 2.4 * a16 + 1.8 * a12 * parted + 0.9 * a20 * parted,
@@ -118,8 +125,12 @@ def _cheeks_and_folds(cv: Canvas, ident: Identity, a: dict, m: dict, active: dic
         eu, ev = sgn * (m["w"] + 1.3), ident.mouth_v + m["corner"] + 0.6
         mu, mv = 0.5 * (nu + eu) + sgn * 1.0, 0.5 * (nv + ev)
         far = ident.mouth_w * 1.35 + 3.0
-        p = cv.patch(min(sgn * ident.nose_w, sgn * far), max(sgn * ident.nose_w, sgn * far),
-                     ident.nose_v - 3.5, ident.mouth_v + 5.0)
+        p = cv.patch(
+            min(sgn * ident.nose_w, sgn * far),
+            max(sgn * ident.nose_w, sgn * far),
+            ident.nose_v - 3.5,
+            ident.mouth_v + 5.0,
+        )
         fold = np.minimum(
             segment_sdf(p.u, p.v, nu, nv, mu, mv), segment_sdf(p.u, p.v, mu, mv, eu, ev)
         )
@@ -187,7 +198,8 @@ def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
     open_cov = coverage(d_open)
     p.paint(open_cov, MOUTH_INSIDE)
     # Upper teeth hang from the upper lip; the corners stay dark (buccal corridor).
-    teeth = vmax(d_open, v - ui - 1.9, (np.abs(s) - 0.78) * w)
+    # A stretched fear mouth (AU20) bares the lower teeth more than the upper ones.
+    teeth = vmax(d_open, v - ui - 1.9 * (1.0 - 0.6 * a[20]), (np.abs(s) - 0.78) * w)
     p.paint(coverage(teeth), TEETH)
     lower_show = np.clip(a[16] + a[20] + 0.6 * a[10], 0.0, 1.0)
     low_teeth = vmax(d_open, li - 1.3 - v, (np.abs(s) - 0.7) * w)
@@ -252,7 +264,9 @@ def _brow(cv: Canvas, ident: Identity, a: dict, sgn: float) -> None:
     # A lowered brow (AU4, AU9) shades the upper lid beneath it.
     shade = np.maximum(np.abs(p.v - y - 1.6) - 1.0, np.maximum(-t, t - 1.0) * length)
     p.paint(0.45 * np.clip(a4 + 0.5 * a9, 0, 1) * coverage(shade, 2.5), skin_shadow(ident))
-    p.paint(0.95 * coverage(d), np.asarray(ident.hair, np.float32) * 0.75)
+    # Brows are darker and less saturated than the scalp hair.
+    brow = 0.6 * np.asarray(ident.hair, np.float32) + 0.4 * np.array([0.2, 0.15, 0.11])
+    p.paint(0.95 * coverage(d), brow)
 
 
 def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None:
@@ -264,12 +278,20 @@ def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None
     h_lo = eh * np.maximum(0.8 + 0.15 * a5 - 0.45 * a7 - 0.45 * a6 - 0.3 * a9, 0.15)
     h_up = eh * np.maximum(1.0 + 1.1 * a5 - 0.45 * a7 - 0.35 * a6 - 0.3 * a[4] - 0.35 * a9, 0.2)
     h_up = h_up * (1.0 - blink) - h_lo * blink  # a blink brings the upper lid to the lower one
-    p = cv.patch(cu - 1.2 * ident.eye_w - 3.0, cu + 1.2 * ident.eye_w + 3.0,
-                 cy - 2.2 * eh - 2.5, cy + 2.2 * eh + 3.5)
+    p = cv.patch(
+        cu - 1.2 * ident.eye_w - 3.0,
+        cu + 1.2 * ident.eye_w + 3.0,
+        cy - 2.2 * eh - 2.5,
+        cy + 2.2 * eh + 3.5,
+    )
     u, v = p.u, p.v
     s = (u - cu) / w
     base = 1.0 - s * s
-    y_up, y_lo = cy - h_up * base, cy + h_lo * base
+    # AU1 without AU2 (sadness) pulls up the inner half of the upper lid and lets the outer
+    # half droop: the oblique "triangular" lid of grief.
+    oblique = np.clip(a[1] - a[2], 0.0, 1.0)
+    lid = 1.0 + 0.45 * oblique * (-sgn * s) - 0.2 * oblique
+    y_up, y_lo = cy - h_up * base * lid, cy + h_lo * base
     ends = (np.abs(s) - 1.0) * w
     opening = coverage(np.maximum(y_up - v, v - y_lo))
     p.paint(opening, SCLERA)
@@ -283,8 +305,9 @@ def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None
     lower = np.maximum(np.abs(v - y_lo) - 0.22, ends)
     p.paint(0.45 * coverage(lower), skin * 0.6)
     # Lid crease above the eye; AU5 retracts the lid into it, so it fades.
-    crease = np.maximum(np.abs(v - (cy - (eh * 1.1 + 1.2) * np.sqrt(np.clip(base, 0, 1)))) - 0.25,
-                        ends)
+    crease = np.maximum(
+        np.abs(v - (cy - (eh * 1.1 + 1.2) * np.sqrt(np.clip(base, 0, 1)))) - 0.25, ends
+    )
     p.paint((0.3 - 0.2 * a5) * coverage(crease, 1.3), skin * 0.62)
     if active[6] or active[7]:
         # Lower-lid bulge / infraorbital furrow of AU6 and AU7.

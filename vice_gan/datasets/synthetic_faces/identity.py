@@ -1,6 +1,6 @@
 """Identities of synthetic_faces subjects: the attributes that make one face differ from another.
 
-An `Identity` is a frozen set of numbers (lengths in pixels of the 64x64 frame, colours as RGB in
+An `Identity` is a frozen set of numbers (lengths in face units, colours as RGB in
 [0, 1]); `sample_identity` draws one from a random generator. About twenty independent attributes
 (face shape, skin, hair style and colour, eyes, brows, nose, mouth, glasses, beard, background,
 clothing) make 50 subjects distinct while leaving neighbours similar enough that identity is not
@@ -55,7 +55,7 @@ GLASSES_P = (0.76, 0.12, 0.12)
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """One subject's appearance. Lengths are in pixels of the 64x64 frame.
+    """One subject's appearance. Lengths are in face units (canvas.ZOOM pixels of the frame).
 
     Face-local coordinates (u, v) have their origin at the face centre (x = 32, y = face_cy),
     u to the right of the image and v downwards; feature positions are given in them.

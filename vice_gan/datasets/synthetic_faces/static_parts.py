@@ -9,7 +9,14 @@ Everything takes a `Patch` whose `u`, `v` are face-local pixel coordinates; `fac
 import numpy as np
 
 from vice_gan.datasets.synthetic_faces import identity as identity_lib
-from vice_gan.datasets.synthetic_faces.canvas import Patch, coverage, ellipse_sdf, segment_sdf, vmax, vmin
+from vice_gan.datasets.synthetic_faces.canvas import (
+    Patch,
+    coverage,
+    ellipse_sdf,
+    segment_sdf,
+    vmax,
+    vmin,
+)
 
 Identity = identity_lib.Identity
 
@@ -53,7 +60,14 @@ def beard_mask(ident: Identity, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarra
     if style == "moustache":
         return coverage(moustache, 1.5), 0.95
     if style == "goatee":
-        chin = ellipse_sdf(u, v, 0.0, ident.face_bot - 1.5, 0.7 * mw, ident.face_bot - ident.mouth_v - ident.lip_lo - 2.0)
+        chin = ellipse_sdf(
+            u,
+            v,
+            0.0,
+            ident.face_bot - 1.5,
+            0.7 * mw,
+            ident.face_bot - ident.mouth_v - ident.lip_lo - 2.0,
+        )
         return coverage(np.minimum(moustache, chin), 1.5), 0.95
     # Full beard and stubble: the lower face below a line that rises to the sideburns.
     side = np.clip((np.abs(u) / ident.face_w - 0.35) / 0.5, 0.0, 1.0)
@@ -64,7 +78,11 @@ def beard_mask(ident: Identity, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarra
 def beard_colour(ident: Identity) -> np.ndarray:
     """Beard colour [3]: the hair colour, stubble mixed with the skin."""
     hair = np.asarray(ident.hair, np.float32)
-    return 0.6 * hair + 0.4 * np.asarray(ident.skin, np.float32) * 0.5 if ident.beard == "stubble" else hair
+    return (
+        0.6 * hair + 0.4 * np.asarray(ident.skin, np.float32) * 0.5
+        if ident.beard == "stubble"
+        else hair
+    )
 
 
 def draw_lower_face(p: Patch, ident: Identity, u: np.ndarray, v: np.ndarray) -> None:
@@ -158,8 +176,9 @@ def draw_static(p: Patch, ident: Identity) -> None:
     draw_lower_face(p, ident, u, v)
     # Eye sockets lie in the shadow of the brow ridge.
     for sgn in (-1.0, 1.0):
-        socket = ellipse_sdf(u, v, sgn * ident.eye_sep, ident.eye_v - 0.7, ident.eye_w + 2.2,
-                             ident.eye_h + 2.3)
+        socket = ellipse_sdf(
+            u, v, sgn * ident.eye_sep, ident.eye_v - 0.7, ident.eye_w + 2.2, ident.eye_h + 2.3
+        )
         p.paint(0.28 * coverage(socket, 5.0), np.asarray(ident.skin, np.float32) * 0.65)
     _draw_nose(p, ident)
 
@@ -184,7 +203,9 @@ def draw_overlay(p: Patch, ident: Identity) -> None:
     u, v = p.u, p.v
     # Front hair is a little lighter than the back hair, to separate the two.
     hair = hair_colour(ident, u, v, 1.0)
-    p.paint(coverage(_hair_front(ident, u, v)), np.concatenate([hair, np.ones_like(hair[..., :1])], -1))
+    p.paint(
+        coverage(_hair_front(ident, u, v)), np.concatenate([hair, np.ones_like(hair[..., :1])], -1)
+    )
     if ident.glasses == "none":
         return
     frame, th = (*ident.frame, 1.0), 0.45
@@ -195,12 +216,16 @@ def draw_overlay(p: Patch, ident: Identity) -> None:
             lens = np.hypot(u - sgn * cu, v - cv) - (ident.eye_w + 1.5)
         else:
             du, dv = np.abs(u - sgn * cu) - (ident.eye_w + 1.4), np.abs(v - cv) - 2.9
-            lens = np.hypot(np.maximum(du, 0), np.maximum(dv, 0)) + np.minimum(np.maximum(du, dv), 0)
+            lens = np.hypot(np.maximum(du, 0), np.maximum(dv, 0)) + np.minimum(
+                np.maximum(du, dv), 0
+            )
         lenses.append(lens)
         rims.append(np.abs(lens) - th)
         outer = sgn * (cu + ident.eye_w + 1.5)
         rims.append(segment_sdf(u, v, outer, cv - 1.0, sgn * (ident.face_w + 0.5), cv - 1.5) - th)
     p.paint(0.12 * coverage(np.minimum(*lenses)), (0.12, 0.14, 0.16, 1.0))
-    bridge = segment_sdf(u, v, -(cu - ident.eye_w - 1.5), cv - 1.0, cu - ident.eye_w - 1.5, cv - 1.0)
+    bridge = segment_sdf(
+        u, v, -(cu - ident.eye_w - 1.5), cv - 1.0, cu - ident.eye_w - 1.5, cv - 1.0
+    )
     rims.append(bridge - th)
     p.paint(coverage(vmin(*rims)), frame)
