@@ -9,7 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from vice_gan import checkpointing, config as config_lib, parallel, state as state_lib, steps
+from vice_gan import checkpointing, parallel, steps
+from vice_gan import config as config_lib
+from vice_gan import state as state_lib
 
 TINY = config_lib.Config(
     workdir="/tmp/unused",
@@ -100,7 +102,8 @@ def test_finetune_changes_encoder(mesh2):
     final, _ = _run(config, mesh2, 2)
     before, after = jax.device_get(initial.enc_params), jax.device_get(final.gen_params["encoder"])
     changed = [
-        not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=False)
     ]
     assert all(changed), "every encoder weight should move under fine-tuning"
 
@@ -155,7 +158,10 @@ def _assert_same_update(initial, a, b, tol=1e-4):
     relative to the leaf's largest change. A 2x gradient error would show as 0.5-1.0."""
     leaves0 = jax.tree_util.tree_leaves_with_path(jax.device_get(initial))
     for (path, x0), x1, x2 in zip(
-        leaves0, jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))
+        leaves0,
+        jax.tree.leaves(jax.device_get(a)),
+        jax.tree.leaves(jax.device_get(b)),
+        strict=False,
     ):
         g1, g2 = np.asarray(x0) - np.asarray(x1), np.asarray(x0) - np.asarray(x2)
         scale = np.abs(g1).max()

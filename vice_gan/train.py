@@ -22,8 +22,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from vice_gan import checkpointing, config as config_lib, generate, parallel, state as state_lib
-from vice_gan import steps, writers
+from vice_gan import checkpointing, generate, parallel, steps, writers
+from vice_gan import config as config_lib
+from vice_gan import state as state_lib
 from vice_gan.config import Config
 from vice_gan.datasets import input_pipeline, registry, splits
 
@@ -115,7 +116,9 @@ def run_loop(
     base_key = jax.device_get(state.rng)
     t_window, n_window = time.perf_counter(), 0
     try:
-        for step, local in zip(range(start, num_steps), batches.iterate(start, num_steps - start)):
+        for step, local in zip(
+            range(start, num_steps), batches.iterate(start, num_steps - start), strict=False
+        ):
             batch = parallel.put_batch(local, mesh)
             batch.update(noise_fn(jax.random.fold_in(base_key, step)))
             state, metrics = step_fn(state, batch)

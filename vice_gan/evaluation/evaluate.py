@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vice_gan import checkpointing, generate, parallel, state as state_lib, steps, train, writers
+from vice_gan import checkpointing, generate, parallel, steps, train, writers
+from vice_gan import state as state_lib
 from vice_gan.config import Config
-from vice_gan.datasets import input_pipeline, face_crop
+from vice_gan.datasets import face_crop, input_pipeline
 from vice_gan.evaluation import acd, fer, image_metrics
 from vice_gan.state import MOTION_DIM
 
