@@ -62,7 +62,7 @@ def mouth_geometry(ident: Identity, a: dict) -> dict:
         # in (the "O" of surprise) unless AU20 holds them apart (fear).
         "w": ident.mouth_w
         * (1 + 0.22 * a12 + 0.3 * a20 - 0.14 * a23 - 0.2 * a26 * (1 - a20) + 0.05 * a10),
-        "corner": -3.4 * a12 + 3.0 * a15 + 2.0 * a20 + 0.5 * a16,
+        "corner": -3.4 * a12 + 3.5 * a15 + 2.0 * a20 + 0.5 * a16,
         "up": 0.4 * a25 + 0.3 * a26 + 0.7 * a12 * parted,
         "raise10": 2.0 * a10,
         "down": 0.9 * a25 + 5.2 * a26 + 2.4 * a16 + 1.8 * a12 * parted + 0.9 * a20 * parted,
@@ -214,7 +214,7 @@ def _forehead(cv: Canvas, ident: Identity, a: dict) -> None:
     skin = np.asarray(ident.skin, np.float32)
     brow_v = ident.eye_v - ident.brow_gap
     half = ident.eye_sep + 2.0
-    p = cv.patch(-half, half, brow_v - 11.0, brow_v + 2.5)
+    p = cv.patch(-half, half, brow_v - 11.0, brow_v + 5.0)
     raised = np.clip(a[1] + a[2], 0.0, 1.0)
     # AU1 alone wrinkles only the middle of the forehead; AU2 extends the lines sideways.
     length = 2.5 + 2.5 * a[1] + 0.6 * ident.eye_sep * a[2]
@@ -222,15 +222,27 @@ def _forehead(cv: Canvas, ident: Identity, a: dict) -> None:
         y = brow_v - 5.0 - 1.9 * k - 0.7 * a[1] * np.clip(1 - (p.u / length) ** 2, 0, 1)
         line = np.maximum(np.abs(p.v - y) - 0.3, np.abs(p.u) - length)
         p.paint(0.5 * raised * coverage(line, 1.5), skin * 0.7)
+    # AU4's corrugator pulls the brow heads together and down: deep vertical furrows between
+    # them (two a side at full strength) and, from the procerus, a transverse line at the root
+    # of the nose. They are drawn dark because FER-style classifiers see luminance only. The
+    # furrows follow the brow heads down (see _brow).
+    low = brow_v + 2.2 * a[4] * (1.0 - 0.5 * a[1])
     for sgn in (-1.0, 1.0):
-        crease = segment_sdf(p.u, p.v, sgn * 1.3, brow_v - 1.2, sgn * 0.7, brow_v + 1.6) - 0.25
-        p.paint(0.55 * a[4] * coverage(crease, 1.3), skin * 0.66)
+        for k, (du, dv) in enumerate(((1.0, -2.4), (2.1, -1.6))):
+            crease = segment_sdf(
+                p.u, p.v, sgn * du, low + dv, sgn * (du - 0.5), low + 1.2 - 0.5 * k
+            )
+            # With AU1 the furrows are short and faint (the brow heads are pulled up, not down).
+            depth = (0.85 - 0.3 * k) * a[4] * (1.0 - 0.6 * a[1])
+            p.paint(depth * coverage(crease - 0.3, 1.3), skin * 0.5)
+    nasion = np.maximum(np.abs(p.v - low - 2.2 - 0.1 * p.u * p.u) - 0.3, np.abs(p.u) - 1.4)
+    p.paint(0.6 * a[4] * (1.0 - 0.6 * a[1]) * coverage(nasion, 1.3), skin * 0.55)
 
 
 def _brow(cv: Canvas, ident: Identity, a: dict, sgn: float) -> None:
     """One eyebrow as a tapered thick curve; t runs from its inner (0) to outer (1) end."""
     brow_v = ident.eye_v - ident.brow_gap
-    inner = ident.brow_in - 0.9 * a[4] - 0.3 * a[9]  # AU4 (and AU9) draw the brows together
+    inner = ident.brow_in - 1.5 * a[4] - 0.3 * a[9]  # AU4 (and AU9) draw the brows together
     length = ident.brow_len
     lo, hi = sorted((sgn * (ident.brow_in - 1.5), sgn * (ident.brow_in + length + 1.5)))
     p = cv.patch(lo, hi, brow_v - MAX_BROW_RAISE - 3.0, brow_v + 4.0)
@@ -239,7 +251,7 @@ def _brow(cv: Canvas, ident: Identity, a: dict, sgn: float) -> None:
     a1, a2, a4, a9 = a[1], a[2], a[4], a[9]
     arch = ident.brow_arch + 0.9 * a2 * a1  # AU1+2 together give the high arched brow
     # AU4 lowers the inner end more (the V of anger); with AU1 the inner end is held up.
-    low4 = 2.6 * a4 * (1.0 - 0.5 * a1)
+    low4 = 3.8 * a4 * (1.0 - 0.5 * a1)
     y = (
         brow_v
         - 4.0 * arch * tc * (1 - tc)
@@ -258,15 +270,16 @@ def _brow(cv: Canvas, ident: Identity, a: dict, sgn: float) -> None:
         - 1.2 * a9
     )
     slope = dy_dt / length
-    half_th = 0.5 * ident.brow_thick * (1.0 - 0.45 * tc) * (1.0 + 0.15 * a4)
+    half_th = 0.5 * ident.brow_thick * (1.0 - 0.45 * tc) * (1.0 + 0.4 * a4)
     d = np.abs(p.v - y) / np.sqrt(1.0 + slope * slope) - half_th
     d = np.maximum(d, np.maximum(-t, t - 1.0) * length)
     # A lowered brow (AU4, AU9) shades the upper lid beneath it.
-    shade = np.maximum(np.abs(p.v - y - 1.6) - 1.0, np.maximum(-t, t - 1.0) * length)
-    p.paint(0.45 * np.clip(a4 + 0.5 * a9, 0, 1) * coverage(shade, 2.5), skin_shadow(ident))
+    shade = np.maximum(np.abs(p.v - y - 2.0) - 1.6, np.maximum(-t, t - 1.0) * length + 0.5)
+    p.paint(0.7 * np.clip(a4 + 0.5 * a9, 0, 1) * coverage(shade, 2.5), skin_shadow(ident) * 0.8)
     # Brows are darker and less saturated than the scalp hair.
     brow = 0.6 * np.asarray(ident.hair, np.float32) + 0.4 * np.array([0.2, 0.15, 0.11])
-    p.paint(0.95 * coverage(d), brow)
+    # Knitted brows bunch up and look darker (the hairs crowd together).
+    p.paint(0.95 * coverage(d), brow * (1.0 - 0.35 * a4[..., None]))
 
 
 def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None:
@@ -285,20 +298,28 @@ def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None
         cy + 2.2 * eh + 3.5,
     )
     u, v = p.u, p.v
+    if active[4]:
+        # The lowered brow (AU4) overhangs the eye and puts the whole socket in shadow; AU1
+        # holds the brow heads up (sadness, fear), so then the brow does not overhang.
+        socket = ellipse_sdf(u, v, cu - sgn * 0.5, cy - 0.9, ident.eye_w + 1.6, eh + 1.8)
+        p.paint(0.55 * a[4] * (1.0 - a[1]) * coverage(socket, 3.0), skin * 0.5)
     s = (u - cu) / w
     base = 1.0 - s * s
     # AU1 without AU2 (sadness) pulls up the inner half of the upper lid and lets the outer
     # half droop: the oblique "triangular" lid of grief.
     oblique = np.clip(a[1] - a[2], 0.0, 1.0)
-    lid = 1.0 + 0.45 * oblique * (-sgn * s) - 0.2 * oblique
+    # A sad face usually looks down as well (FACS AU64, not coded here): the upper lid follows
+    # the gaze down and the iris sits low in the opening.
+    lid = 1.0 + 0.45 * oblique * (-sgn * s) - 0.45 * oblique
+    gaze = 0.35 * eh * oblique
     y_up, y_lo = cy - h_up * base * lid, cy + h_lo * base
     ends = (np.abs(s) - 1.0) * w
     opening = coverage(np.maximum(y_up - v, v - y_lo))
     p.paint(opening, SCLERA)
-    iris = np.hypot(u - cu, v - cy - 0.15)
+    iris = np.hypot(u - cu, v - cy - 0.15 - gaze)
     p.paint(opening * coverage(iris - ident.iris_r), ident.iris)
     p.paint(opening * coverage(iris - 0.45 * ident.iris_r), (0.03, 0.03, 0.03))
-    glint = np.hypot(u - cu + 0.4 * ident.iris_r, v - cy + 0.4 * ident.iris_r) - 0.35
+    glint = np.hypot(u - cu + 0.4 * ident.iris_r, v - cy - gaze + 0.4 * ident.iris_r) - 0.35
     p.paint(0.8 * opening * coverage(glint), (1.0, 1.0, 1.0))
     lash = np.maximum(np.abs(v - y_up) - 0.35 - 0.2 * np.clip(sgn * s, 0, 1), ends - 0.3)
     p.paint(0.95 * coverage(lash), LASHES)

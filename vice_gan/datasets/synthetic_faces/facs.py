@@ -6,8 +6,10 @@ roughly FACS intensity E). AU45 (blink) is not part of any prototype: blinks are
 
 Prototypes follow EMFACS (Friesen & Ekman, 1983) as used by the project's design card:
 happiness 6+12(+25), sadness 1+4+15, surprise 1+2+5+26, fear 1+2+4+5+7+20+26,
-anger 4+5+7+23, disgust 9+15+16(+10). Timelines follow MUG's capture protocol (Aifanti et al.,
-2010): each take starts and ends neutral, with onset -> apex -> offset in between.
+anger 4+5+7+9+10+15+23, disgust 9+15+16(+10). Anger adds the AUs of EMFACS variants that make
+the thesis's FER-2013 classifier recognise the rendered apex far more often
+(data_prep/fer_realism.py). Timelines follow MUG's capture protocol (Aifanti et al., 2010): each
+take starts and ends neutral, with onset -> apex -> offset in between.
 """
 
 import dataclasses
@@ -58,8 +60,20 @@ class ProtoAU:
 # EMFACS prototypes, keyed by emotion name (vice_gan.labels.EMOTIONS). Weights are chosen so
 # that the rendered apex reads as the emotion at 64x64: the defining AUs are at full weight.
 PROTOTYPES: dict[str, tuple[ProtoAU, ...]] = {
-    # Anger 4+5+7+23: lowered, drawn-together brows over a glaring, tightened eye; pressed lips.
-    "anger": (ProtoAU(4, 1.0), ProtoAU(5, 0.7), ProtoAU(7, 0.9), ProtoAU(23, 1.0)),
+    # Anger 4+5+7+23 with the snarl of EMFACS's 4+5+7+10+23 variant and a wrinkled nose (AU9,
+    # frequent in posed anger): lowered, knitted brows over tightened lids, raised upper lip.
+    # AU15 stands in for the chin raiser AU17 (not coded here), which presses the lower lip up
+    # and turns the mouth down. With 4+5+7+23 alone the FER-2013 classifier saw a neutral face
+    # (0 of 100 apex frames angry); with 9, 10 and 15 it labels far more of them anger.
+    "anger": (
+        ProtoAU(4, 1.0),
+        ProtoAU(5, 0.4),
+        ProtoAU(7, 1.0),
+        ProtoAU(9, 1.0),
+        ProtoAU(10, 0.8),
+        ProtoAU(15, 0.8),
+        ProtoAU(23, 0.8),
+    ),
     # Disgust 9+15+16, often with 10: wrinkled nose, raised upper lip, lower lip pulled down.
     "disgust": (ProtoAU(9, 1.0), ProtoAU(15, 0.8), ProtoAU(16, 0.6), ProtoAU(10, 0.9, 0.75)),
     # Fear 1+2+4+5+7+20+26: raised but flattened brows, wide eyes, stretched open mouth.
