@@ -248,6 +248,12 @@ def validate(config: Config) -> None:
     """
     if not config.workdir:
         raise ConfigError("--workdir is required: the run directory for checkpoints and logs")
+    if config.ae_dir and os.path.normpath(config.ae_dir) == os.path.normpath(config.workdir):
+        # Both stages keep checkpoints/ and fingerprint.json in their directory.
+        raise ConfigError(
+            f"--ae_dir={config.ae_dir} is the --workdir; the autoencoder needs its own "
+            "directory (default: WORKDIR/ae)"
+        )
     dataset_base = config.dataset.split("/")[0]
     if config.dataset not in DATASETS and dataset_base not in (
         "synthetic_faces",

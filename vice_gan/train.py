@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
+import optax
 from absl import logging
 
 from vice_gan import checkpointing, generate, parallel, steps, writers
@@ -31,6 +32,14 @@ from vice_gan.datasets import input_pipeline, registry, splits
 
 class TrainingDivergedError(RuntimeError):
     """A loss or norm became NaN/Inf; nothing from that step on was saved."""
+
+
+def _close_writer(writer: writers.MetricWriter) -> None:
+    """Closes the log writer; a failure (e.g. a full disk) must not hide the run's own error."""
+    try:
+        writer.close()
+    except OSError as e:
+        logging.warning("could not flush the logs: %s", e)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +57,22 @@ def load_data(config: Config) -> Data:
     run directory, and its summary into the run log.
     """
     span = input_pipeline.clip_span(config.video_length, config.frame_stride)
-    table = registry.load_videos(
-        config.dataset, config.data_dir, manual_dir=config.manual_dir, min_frames=span
-    )
+
+    def load() -> input_pipeline.VideoTable:
+        return registry.load_videos(
+            config.dataset, config.data_dir, manual_dir=config.manual_dir, min_frames=span
+        )
+
+    if jax.process_count() == 1:
+        table = load()
+    else:
+        # Process 0 prepares the data set first; the others then read it (or, on hosts with
+        # their own disks, prepare their own copy) instead of racing on a half-built one.
+        from jax.experimental import multihost_utils
+
+        table = load() if jax.process_index() == 0 else None
+        multihost_utils.sync_global_devices("vice_gan: data set prepared")
+        table = table if table is not None else load()
     split = splits.make_split_for_table(table, config.split_seed)
     name = config.dataset.replace("/", "-")
     if jax.process_index() == 0:
@@ -96,39 +118,48 @@ def run_loop(
 
     Checkpoints every `config.checkpoint_every` steps and at the end (keeping the last
     `config.keep_checkpoints`), logs every `config.log_every` steps, calls `sample_fn(state,
-    step)` every `config.sample_every` steps, and stops on a non-finite metric before saving it.
+    step)` every `config.sample_every` steps, and stops on a non-finite metric (losses, grad and
+    param norms) before saving or sampling that step.
+
+    Resuming is exact: the state (params, optimiser and BN statistics, step, base key) comes
+    from the checkpoint, batch k is a pure function of (seed, k) and the step noise is
+    fold_in(base key, k), so a killed and restarted run computes what an uninterrupted one does.
 
     Returns:
       the final state.
+    Raises:
+      TrainingDivergedError: a metric is NaN/Inf (names the step and the metrics).
+      checkpointing.CheckpointError: the latest checkpoint is unusable, or a save failed.
     """
-    manager = checkpointing.make_manager(directory, config.keep_checkpoints)
-    restored = checkpointing.restore_latest(manager, state)
-    if restored is not None:
-        state = restored[0]
-        logging.info("[%s] resumed from step %d in %s", stage, int(state.step), directory)
-    start = int(jax.device_get(state.step))
-    if start >= num_steps:
-        logging.info(
-            "[%s] already trained for %d >= %d steps; nothing to do", stage, start, num_steps
-        )
-        manager.close()
-        return state
-    base_key = jax.device_get(state.rng)
-    t_window, n_window = time.perf_counter(), 0
-    try:
+    with checkpointing.open_manager(directory, config.keep_checkpoints) as manager:
+        fields = config_lib.fingerprint_fields(config, stage)
+        restored = checkpointing.restore_latest(manager, state, fields)
+        if restored is not None:
+            state = restored[0]
+            logging.info("[%s] resumed from step %d in %s", stage, int(state.step), directory)
+        start = int(jax.device_get(state.step))
+        if start >= num_steps:
+            logging.info(
+                "[%s] already trained for %d >= %d steps; nothing to do", stage, start, num_steps
+            )
+            return state
+        base_key = jax.device_get(state.rng)
+        t_window, n_window = time.perf_counter(), 0
         for step, local in zip(
             range(start, num_steps), batches.iterate(start, num_steps - start), strict=False
         ):
             batch = parallel.put_batch(local, mesh)
             batch.update(noise_fn(jax.random.fold_in(base_key, step)))
             state, metrics = step_fn(state, batch)
+            # Every step: a non-finite value must be caught before the state reaches a checkpoint.
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 raise TrainingDivergedError(
                     f"[{stage}] step {step + 1}: {', '.join(f'{k}={metrics[k]}' for k in bad)} "
-                    f"is not finite; stopped without saving this step (last checkpoint: "
-                    f"{manager.latest_step()}). Try a lower learning rate or another --seed."
+                    f"not finite; stopped without saving step {step + 1} (last checkpoint: "
+                    f"{manager.latest_step()}, in {directory}). Try a lower learning rate or "
+                    "another --seed."
                 )
             done, n_window = step + 1, n_window + 1
             if done % config.log_every == 0 or done == num_steps or step == start:
@@ -138,24 +169,44 @@ def run_loop(
                 t_window, n_window = time.perf_counter(), 0
             if done % config.checkpoint_every == 0 or done == num_steps:
                 checkpointing.save(manager, done, state, meta, force=True)
-            if (
-                sample_fn
-                and config.sample_every
-                and (done % config.sample_every == 0 or done == num_steps)
-            ):
+            due = config.sample_every and (done % config.sample_every == 0 or done == num_steps)
+            if sample_fn and due:
                 sample_fn(state, done)
-    finally:
-        manager.wait_until_finished()
-        manager.close()
-    return state
+        return state
+
+
+def with_param_norms(step_fn: Callable, players: dict[str, Callable]) -> Callable:
+    """Adds 'param_norm/<player>' (L2 norm of its parameters after the update) to the metrics
+    of a per-shard step, unless the step reports it already.
+
+    The norms are replicated like the parameters, so they need no collective; a NaN/Inf in
+    any player's parameters thus stops the loop even when the losses are still finite.
+    """
+
+    def step(state, batch):
+        state, metrics = step_fn(state, batch)
+        for name, params_of in players.items():
+            metrics.setdefault(f"param_norm/{name}", optax.global_norm(params_of(state)))
+        return state, metrics
+
+    return step
 
 
 def _meta(config: Config, stage: str) -> dict:
+    """What each checkpoint records besides the state: who wrote it, with which flags."""
+    import flax
+    import orbax.checkpoint
+
     return {
         "stage": stage,
         "fingerprint": config_lib.fingerprint(config, stage),
         "config": dataclasses.asdict(config),
-        "jax": jax.__version__,
+        "versions": {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax-checkpoint": orbax.checkpoint.__version__,
+        },
     }
 
 
@@ -189,7 +240,8 @@ def train_autoencoder(config: Config, data: Data | None = None) -> state_lib.AeS
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    step_fn = parallel.shard_step(steps.make_ae_step(config, models, tx), mesh)
+    step_fn = with_param_norms(steps.make_ae_step(config, models, tx), {"ae": lambda s: s.params})
+    step_fn = parallel.shard_step(step_fn, mesh)
     noise_fn = jax.jit(
         lambda k: steps.sample_ae_noise(k, config.ae_batch),
         out_shardings=parallel.batch_sharded(mesh),
@@ -213,13 +265,15 @@ def train_autoencoder(config: Config, data: Data | None = None) -> state_lib.AeS
             writer=writer,
         )
     finally:
-        writer.close()
+        _close_writer(writer)
 
 
 def load_encoder(config: Config, models: state_lib.Models, mesh) -> tuple[dict, dict]:
     """The pre-trained encoder's (params, batch_stats) from the latest AE checkpoint."""
+    fields = config_lib.fingerprint_fields(config, "ae")
+    checkpointing.check_fingerprint(config.ae_dir, fields, record=False)
     _, template = _ae_template(config, models, mesh)
-    ae_state, meta, step = checkpointing.restore_from_directory(config.ae_dir, template)
+    ae_state, meta, step = checkpointing.restore_from_directory(config.ae_dir, template, fields)
     logging.info("encoder from %s (autoencoder step %d)", config.ae_dir, step)
     return ae_state.params["encoder"], ae_state.batch_stats["encoder"]
 
@@ -270,7 +324,14 @@ def train_gan(config: Config, data: Data | None = None) -> state_lib.GanState:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    step_fn = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
+    players = {
+        "gen": lambda s: s.gen_params,
+        "dimg": lambda s: s.dimg_params,
+        "dvid": lambda s: s.dvid_params,
+    }
+    step_fn = parallel.shard_step(
+        with_param_norms(steps.make_gan_step(config, models, txs), players), mesh
+    )
     noise_fn = jax.jit(
         lambda k: steps.sample_gan_noise(k, config), out_shardings=parallel.batch_sharded(mesh)
     )
@@ -290,9 +351,11 @@ def train_gan(config: Config, data: Data | None = None) -> state_lib.GanState:
     inputs = sample_inputs(config, data)
 
     def write_samples(st, step):
+        # Every process renders (with several processes the state spans all of their devices,
+        # so the jitted generator needs all of them); only process 0 writes.
+        grid = generate.emotion_grid(translate, st, inputs, jax.random.PRNGKey(config.seed))
         if not is_main:
             return
-        grid = generate.emotion_grid(translate, st, inputs, jax.random.PRNGKey(config.seed))
         generate.write_emotion_grid(
             os.path.join(config.workdir, "samples", f"step_{step:07d}"), inputs, grid
         )
@@ -313,4 +376,4 @@ def train_gan(config: Config, data: Data | None = None) -> state_lib.GanState:
             sample_fn=write_samples,
         )
     finally:
-        writer.close()
+        _close_writer(writer)

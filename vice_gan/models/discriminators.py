@@ -23,11 +23,14 @@ class ImageDiscriminator(nn.Module):
 
     Attributes:
         ndf: base width (thesis/MoCoGAN: 64).
+        conv_impl: `layers.StridedConv.impl`: 'gemm' (fast on XLA:CPU) or 'native' (nn.Conv's
+            lax conv); equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
 
     ndf: int = 64
+    conv_impl: str = "gemm"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 
@@ -43,15 +46,18 @@ class ImageDiscriminator(nn.Module):
             [N, 4, 4, 1] float32 logits (real = positive).
         """
 
+        names = iter(f"Conv_{i}" for i in range(4))  # nn.Conv's auto-names: same param tree
+
         def conv(features):
-            return nn.Conv(
+            return layers.StridedConv(
                 features,
-                (4, 4),
-                strides=(2, 2),
-                padding=((1, 1), (1, 1)),
-                use_bias=False,
+                4,
+                stride=2,
+                padding=1,
+                impl=self.conv_impl,
                 kernel_init=layers.dcgan_kernel_init,
                 dtype=self.dtype,
+                name=next(names),
             )
 
         h = nn.leaky_relu(conv(self.ndf)(x), 0.2)  # 32x32; no BN on the first layer (DCGAN)
@@ -73,12 +79,15 @@ class VideoDiscriminator(nn.Module):
     Attributes:
         ndf: base width (thesis/MoCoGAN: 64).
         num_classes: number of emotion categories (6).
+        conv_impl: `layers.VideoConv.impl`: 'gemm' (XLA:CPU's 3-D conv gradients are ~50x
+            slower) or 'native' (nn.Conv's lax conv); equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
 
     ndf: int = 64
     num_classes: int = 6
+    conv_impl: str = "gemm"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 
@@ -103,29 +112,30 @@ class VideoDiscriminator(nn.Module):
                 f"(four temporal-VALID k=4 convs), got shape {tuple(x.shape)}"
             )
 
-        def conv(features):
-            return nn.Conv(
+        names = iter(f"Conv_{i}" for i in range(5))  # nn.Conv's auto-names: same param tree
+
+        def conv(features, kernel_time=4, kernel_size=4, stride=2, padding=1):
+            return layers.VideoConv(
                 features,
-                (4, 4, 4),
-                strides=(1, 2, 2),
-                padding=((0, 0), (1, 1), (1, 1)),
-                use_bias=False,
+                kernel_time,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                impl=self.conv_impl,
                 kernel_init=layers.dcgan_kernel_init,
                 dtype=self.dtype,
+                name=next(names),
             )
 
-        h = nn.leaky_relu(conv(self.ndf)(x), 0.2)
+        # Time-major inside ([T, B, H, W, C]): each temporal tap of a conv is then a contiguous
+        # slice (layers.video_conv). BatchNorm reduces over all axes but channels either way.
+        h = jnp.swapaxes(x, 0, 1)
+        h = nn.leaky_relu(conv(self.ndf)(h), 0.2)
         for mult in (2, 4, 8):
             h = conv(mult * self.ndf)(h)
             h = layers.batch_norm(train, self.axis_name, self.dtype, layers.dcgan_scale_init)(h)
             h = nn.leaky_relu(h, 0.2)
         kt = min(4, t - _DV_TIME_SHRINK)
-        h = nn.Conv(
-            1 + self.num_classes,
-            (kt, 4, 4),
-            padding="VALID",
-            use_bias=False,
-            kernel_init=layers.dcgan_kernel_init,
-            dtype=self.dtype,
-        )(h)  # [B, t', 1, 1, 1 + num_classes]
-        return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))
+        # [t', B, 1, 1, 1 + num_classes]: on the 4x4 map this is one product per time step.
+        h = conv(1 + self.num_classes, kt, 4, stride=1, padding=0)(h)
+        return jnp.mean(h.astype(jnp.float32), axis=(0, 2, 3))
