@@ -31,17 +31,23 @@ from vice_gan import labels
 from vice_gan.datasets.synthetic_faces import builder as builder_lib
 from vice_gan.datasets.synthetic_faces import facs
 
-_CONFIG = flags.DEFINE_enum("config", "default", ["default", "small"], "Builder config.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "TFDS data_dir to build/load the config in; unset: render in memory."
-)
-_SUBJECTS = flags.DEFINE_integer(
-    "subjects", None, "Score only the first N subjects (rendering in memory); all if unset."
-)
-_OUT = flags.DEFINE_string("out", None, "Folder for fer_realism.md and fer_realism.json.")
-_WORKERS = flags.DEFINE_integer(
-    "workers", os.cpu_count() or 1, "Render processes when rendering in memory (0: this one)."
-)
+
+def _define_flags() -> None:
+    """CLI flags, defined only when run as a script: importing this module (the tests do) must
+    not add flags such as --data_dir to a process that already has vice_gan.config's."""
+    global _CONFIG, _DATA_DIR, _SUBJECTS, _OUT, _WORKERS
+    _CONFIG = flags.DEFINE_enum("config", "default", ["default", "small"], "Builder config.")
+    _DATA_DIR = flags.DEFINE_string(
+        "data_dir", None, "TFDS data_dir to build/load the config in; unset: render in memory."
+    )
+    _SUBJECTS = flags.DEFINE_integer(
+        "subjects", None, "Score only the first N subjects (rendering in memory); all if unset."
+    )
+    _OUT = flags.DEFINE_string("out", None, "Folder for fer_realism.md and fer_realism.json.")
+    _WORKERS = flags.DEFINE_integer(
+        "workers", os.cpu_count() or 1, "Render processes when rendering in memory (0: this one)."
+    )
+
 
 NUM_LABELS = len(labels.ALL_LABELS)
 
@@ -193,4 +199,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -137,3 +137,148 @@ def test_initialisers_match_pytorch_statistics():
     assert abs(float(jnp.mean(s)) - 1.0) < 0.002 and abs(float(jnp.std(s)) - 0.02) < 0.001
     h = layers.he_normal_init(key, (3, 3, 64, 32))
     assert abs(float(jnp.std(h)) / np.sqrt(2.0 / (3 * 3 * 64)) - 1.0) < 0.05
+
+
+# --- Strided convolutions as matrix products (StridedConv, VideoConv) ------------------------
+# Every (kernel, stride, padding) the networks use: D_I / D_V K4 S2 P1, large encoder K3 S2 P1,
+# medium K4 S4 P1 and K3 S3 P1, small K3 S1 P1 and K3 S2 P1; plus K2 S2 P0 and an odd size.
+CONV_CASES = [
+    (4, 2, 1, 16),
+    (4, 2, 1, 9),
+    (3, 2, 1, 16),
+    (3, 2, 1, 7),
+    (4, 4, 1, 16),
+    (3, 3, 1, 4),
+    (3, 3, 1, 2),
+    (3, 1, 1, 6),
+    (2, 2, 0, 8),
+]
+TAPS = ["input", "block", "output", "auto"]
+
+
+def _assert_close(got, want, rel=1e-5):
+    """|got - want| <= rel * max|want| elementwise: float32 sums in another order."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=rel * max(float(np.max(np.abs(want))), 1e-6))
+
+
+def _vjps(fns: dict, args, ct):
+    """{name: (output, grads w.r.t. every argument under cotangent ct)} under one jit."""
+
+    @jax.jit
+    def run(args, ct):
+        out = {}
+        for name, fn in fns.items():
+            y, vjp = jax.vjp(fn, *args)
+            out[name] = (y, vjp(ct))
+        return out
+
+    return run(args, ct)
+
+
+def _check_all_equal(results: dict, ref: str):
+    """Every entry's output and gradients equal those of `ref`."""
+    want = results.pop(ref)
+    for name, got in results.items():
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            try:
+                _assert_close(g, w)
+            except AssertionError as e:
+                raise AssertionError(f"{name} differs from {ref}") from e
+
+
+@pytest.mark.parametrize("k,s,p,size", CONV_CASES)
+def test_strided_conv_equals_nn_conv(k, s, p, size):
+    # Outputs and gradients w.r.t. input and kernel, for every form `conv_taps` offers.
+    x, w = _rand(20, (2, size, size + 1, 3)), _rand(21, (k, k, 3, 5))
+    flax_conv = nn.Conv(5, (k, k), strides=(s, s), padding=((p, p), (p, p)), use_bias=False)
+    fns = {"nn.Conv": lambda x, w: flax_conv.apply({"params": {"kernel": w}}, x)}
+    for taps in TAPS:
+        module = layers.StridedConv(5, k, stride=s, padding=p, taps=taps)
+        fns[taps] = lambda x, w, m=module: m.apply({"params": {"kernel": w}}, x)
+    ho, wo = (size + 2 * p - k) // s + 1, (size + 1 + 2 * p - k) // s + 1
+    _check_all_equal(_vjps(fns, (x, w), _rand(22, (2, ho, wo, 5))), "nn.Conv")
+
+
+def test_video_conv_equals_nn_conv3d():
+    # D_V's layers: kernel (4, 4, 4), stride (1, 2, 2), padding (0, 1, 1), time VALID; and its
+    # head, kernel (kt, 4, 4) VALID on the 4x4 map. Inputs [B, T, ...]; time-major inside.
+    def ours(taps, time_taps, s, p):
+        return lambda x, w: jnp.swapaxes(
+            layers.conv_taps(jnp.swapaxes(x, 0, 1), w, s, p, taps, time_taps), 0, 1
+        )
+
+    def conv3d(kernel_size, s, p):
+        pad = ((0, 0), (p, p), (p, p))
+        conv = nn.Conv(5, kernel_size, strides=(1, s, s), padding=pad, use_bias=False)
+        return lambda x, w: conv.apply({"params": {"kernel": w}}, x)
+
+    x, w = _rand(23, (2, 6, 8, 10, 3)), _rand(24, (4, 4, 4, 3, 5))
+    fns = {"nn.Conv": conv3d((4, 4, 4), 2, 1)}
+    for taps in TAPS:
+        for time_taps in ("stack", "sum"):
+            fns[f"{taps}/{time_taps}"] = ours(taps, time_taps, 2, 1)
+    _check_all_equal(_vjps(fns, (x, w), _rand(25, (2, 3, 4, 5, 5))), "nn.Conv")
+    for kt in (1, 2, 4):
+        x, w = _rand(26, (2, 5, 4, 4, 6)), _rand(27, (kt, 4, 4, 6, 5))
+        module = layers.VideoConv(5, kt, 4)
+        fns = {
+            "nn.Conv": conv3d((kt, 4, 4), 1, 0),
+            "VideoConv": lambda x, w, m=module: jnp.swapaxes(
+                m.apply({"params": {"kernel": w}}, jnp.swapaxes(x, 0, 1)), 0, 1
+            ),
+            "sum": ours("auto", "sum", 1, 0),
+        }
+        _check_all_equal(_vjps(fns, (x, w), _rand(28, (2, 6 - kt, 1, 1, 5))), "nn.Conv")
+
+
+def test_conv_modules_keep_nn_conv_parameters():
+    # Same parameter tree, shapes and (same key) values as nn.Conv, so checkpoints, parameter
+    # counts and initialisation are unchanged.
+    key = jax.random.key(29)
+    x, clip = jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 6, 8, 8, 3))
+    for ours, theirs, inp, ours_inp in [
+        (
+            layers.StridedConv(5, 3, stride=2, padding=1, kernel_init=layers.he_normal_init),
+            nn.Conv(5, (3, 3), use_bias=False, kernel_init=layers.he_normal_init),
+            x,
+            x,
+        ),
+        (
+            layers.VideoConv(5, 4, 4, stride=2, padding=1),
+            nn.Conv(5, (4, 4, 4), use_bias=False, kernel_init=layers.dcgan_kernel_init),
+            clip,
+            jnp.swapaxes(clip, 0, 1),
+        ),
+    ]:
+        a = ours.init(key, ours_inp)["params"]
+        b = theirs.init(key, inp)["params"]
+        assert jax.tree.structure(a) == jax.tree.structure(b)
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_native_impl_equals_gemm_impl():
+    x, w = _rand(30, (2, 9, 9, 3)), _rand(31, (4, 4, 3, 5))
+    got = {
+        impl: layers.StridedConv(5, 4, stride=2, padding=1, impl=impl).apply(
+            {"params": {"kernel": w}}, x
+        )
+        for impl in ("gemm", "native")
+    }
+    _assert_close(got["gemm"], got["native"])
+    with pytest.raises(ValueError, match="impl"):
+        layers.StridedConv(5, 4, impl="nope").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="taps"):
+        layers.strided_conv(x, w, 2, 1, taps="nope")
+    with pytest.raises(ValueError, match="does not fit"):
+        layers.strided_conv(x[:, :1, :1], w, 2, 0)
+
+
+def test_space_to_depth_inverts_depth_to_space():
+    x = _rand(32, (2, 3, 4, 20))
+    np.testing.assert_array_equal(layers.space_to_depth(layers.depth_to_space(x, 2), 2), x)
+    y = _rand(33, (2, 6, 4, 5))
+    s = layers.space_to_depth(y, 2)
+    assert s.shape == (2, 3, 2, 20)
+    np.testing.assert_array_equal(s[..., 5:10], y[:, 0::2, 1::2])  # block (ry=0, rx=1)

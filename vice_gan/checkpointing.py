@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from typing import Any
 
 import jax
@@ -126,23 +127,56 @@ def state_digest(tree: Any) -> str:
     return h.hexdigest()
 
 
-def _remove_temporary(manager: ocp.CheckpointManager) -> None:
-    """Deletes unfinished step directories, so a failed save leaves nothing half-written."""
+def _snapshot(paths: list[str]) -> list[tuple[str, int, int]]:
+    found = []
+    for path in paths:
+        for root, _, files in os.walk(path):
+            for name in files:
+                try:
+                    st = os.stat(os.path.join(root, name))
+                except OSError:
+                    continue
+                found.append((os.path.join(root, name), st.st_size, st.st_mtime_ns))
+    return sorted(found)
+
+
+def _remove_temporary(manager: ocp.CheckpointManager, settle_s: float = 0.3) -> None:
+    """Deletes unfinished step directories, so a failed save leaves nothing half-written.
+
+    After a failed write Orbax stops waiting at the first error while the other writers of
+    that step may still be running; removing their folder under them would make them fail
+    noisily. So this first waits until the temporary folders have not changed for `settle_s`
+    (at most 10 s).
+    """
     if jax.process_index() != 0:
         return
-    for path in glob.glob(os.path.join(os.fspath(manager.directory), "*" + TMP_SUFFIX + "*")):
+    pattern = os.path.join(os.fspath(manager.directory), "*" + TMP_SUFFIX + "*")
+    paths = glob.glob(pattern)
+    if not paths:
+        return
+    deadline, quiet_since, last = time.monotonic() + 10.0, time.monotonic(), _snapshot(paths)
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < settle_s:
+        time.sleep(0.05)
+        now = _snapshot(paths)
+        if now != last:
+            quiet_since, last = time.monotonic(), now
+    for path in glob.glob(pattern):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _save_failed(manager: ocp.CheckpointManager, step: int | None, e: BaseException):
-    _remove_temporary(manager)
+def _save_failed(manager: ocp.CheckpointManager, step: int, e: BaseException):
+    """The error to raise for a failed save (of `step`, or of an earlier asynchronous one,
+    whichever left its temporary directory). `finish` then removes what it left."""
+    root = os.fspath(manager.directory)
+    names = os.listdir(root) if os.path.isdir(root) else []
+    torn = sorted(int(n.split(".")[0]) for n in names if TMP_SUFFIX in n and n[0].isdigit())
     first = (str(e).splitlines() or [type(e).__name__])[0][:300]
-    full = isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e)
+    full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in str(e)
     hint = " The disk is full: free space, then run the same command to resume." if full else ""
-    which = f"checkpoint {step}" if step is not None else "a checkpoint"
-    done = all_steps(os.path.dirname(os.fspath(manager.directory)))
+    which = ", ".join(map(str, torn)) if torn else str(step)
+    done = all_steps(os.path.dirname(root))
     return CheckpointError(
-        f"could not write {which} under {manager.directory}: {type(e).__name__}: {first}. "
+        f"could not write checkpoint {which} under {root}: {type(e).__name__}: {first}. "
         f"The incomplete checkpoint was removed; complete checkpoints: {done or 'none'}.{hint}"
     )
 
@@ -154,41 +188,44 @@ def save(
 
     Raises:
       CheckpointError: this save, or the previous one still being written, failed (disk full,
-        unwritable directory...); no partial checkpoint is left behind.
+        unwritable directory...).
     """
     meta = {**meta, _DIGEST_KEY: state_digest(state)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     try:
         return manager.save(step, args=args, force=force)
     # Orbax reports write failures as OSError or as TensorStore's ValueError, here or (for an
-    # earlier asynchronous save) on the next call; any of them means "not saved".
+    # earlier asynchronous save) on the next call; any of them means "not saved". The caller
+    # then calls `finish` (as `open_manager` does), which removes the half-written step.
     except Exception as e:  # noqa: BLE001
         raise _save_failed(manager, step, e) from None
 
 
 def finish(manager: ocp.CheckpointManager) -> None:
-    """Waits for the last asynchronous save and closes the manager.
+    """Waits for the last asynchronous save, closes the manager and removes what a failed save
+    left half-written.
 
     Raises:
-      CheckpointError: that save failed (its temporary directory is removed).
+      CheckpointError: that save failed.
     """
     try:
         manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - see `save`
-        raise _save_failed(manager, None, e) from None
+        raise _save_failed(manager, manager.latest_step(), e) from None
     finally:
         try:
             manager.close()
         except Exception:  # noqa: BLE001 - closing after a failed save may fail the same way
             pass
+        _remove_temporary(manager)
 
 
 @contextlib.contextmanager
 def open_manager(directory: str, keep: int):
     """`make_manager` as a context: on leaving, waits for the last save and closes.
 
-    If the body raised, a failing last save is only logged, so the body's error is the one
-    reported; otherwise it raises `CheckpointError`.
+    If the body raised, a failing last save is only logged (often the same failure), so the
+    body's error is the one reported; otherwise it raises `CheckpointError`.
     """
     manager = make_manager(directory, keep)
     try:
@@ -197,7 +234,7 @@ def open_manager(directory: str, keep: int):
         try:
             finish(manager)
         except CheckpointError as e:
-            logging.error("%s", e)
+            logging.warning("while stopping: %s", e)
         raise
     finish(manager)
 

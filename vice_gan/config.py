@@ -236,6 +236,8 @@ _AT_LEAST = {  # flag -> smallest valid value
     "log_every": 1,
     "sample_every": 0,
     "num_generate": 1,
+    "seed": 0,  # NumPy's generators (data order, splits) take no negative seeds
+    "split_seed": 0,
     # D_V's four temporal-VALID k4 convs need 13 frames (16 -> 13 -> 10 -> 7 -> 4 -> 1).
     "video_length": 13,
 }

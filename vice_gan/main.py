@@ -78,7 +78,9 @@ def preflight(config: config_lib.Config) -> None:
     mode = config.mode
     for flag, path in _stage_dirs(config).items():
         _check_writable(flag, path)
-    if mode != "generate" or config.generate_input is None:
+    needs_data = mode != "generate" or config.generate_input is None
+    if needs_data and not os.path.exists(config.data_dir):
+        # Only when it must be created: a prepared data set may well lie on a read-only disk.
         _check_writable("data_dir", config.data_dir)
     mesh_size = jax.device_count()
     batches = {"train_ae": ["ae_batch"], "train": ["video_batch", "image_batch"]}
@@ -109,6 +111,19 @@ def preflight(config: config_lib.Config) -> None:
         raise checkpointing.CheckpointError(
             f"no GAN checkpoint in --workdir={config.workdir}: run --mode=train first"
         )
+    if mode in ("generate", "all") and config.generate_input is not None:
+        from vice_gan.evaluation import evaluate
+
+        # Read now, so an unusable clip costs nothing. read_clip names the file in a ValueError;
+        # image plugins raise others too (PIL: SyntaxError for a truncated GIF).
+        try:
+            evaluate.read_clip(config.generate_input, config.video_length, config.frame_stride)
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                f"cannot read {config.generate_input} as a clip: {type(e).__name__}: {e}"
+            ) from None
 
 
 def run(config: config_lib.Config) -> None:
@@ -175,14 +190,15 @@ def main(argv: list[str]) -> None:
         config_lib.validate(config)
     except config_lib.ConfigError as e:
         raise app.UsageError(str(e)) from None
-    logging.get_absl_handler().addFilter(_NoLibraryTracebacks())
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _NoLibraryTracebacks) for f in handler.filters):
+        handler.addFilter(_NoLibraryTracebacks())
     # What this command creates; removed again if it fails (see `_remove_unfinished`).
     created = [p for p in dict.fromkeys([config.workdir, config.ae_dir, config.data_dir]) if p]
     created = [p for p in created if not os.path.exists(p)]
     try:
         run(config)
     except _user_errors() as e:
-        logging.error("%s", e)
         _remove_unfinished(created)
         print(f"vice_gan: error: {e}", file=sys.stderr)
         sys.exit(1)

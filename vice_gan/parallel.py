@@ -89,12 +89,31 @@ def shard_step(fn: Callable, mesh: Mesh, *, donate_state: bool = True) -> Callab
     return jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
 
 
+def _cluster_detected() -> bool:
+    """Whether JAX's own scheduler detection (SLURM, Open MPI, Cloud TPU VM or GKE, ...) finds
+    the environment `jax.distributed.initialize()` can configure itself from.
+
+    JAX has no public API for the question; its cluster classes are what `initialize()` itself
+    consults, so asking them gives exactly its answer (a SLURM_JOB_ID alone, e.g. in an
+    interactive allocation without srun, is not enough for it, nor for us).
+    """
+    try:
+        from jax._src import clusters
+    except ImportError:  # the internal module moved: only explicit flags enable distribution
+        return False
+    return any(
+        not env.opt_in_only_method and env.is_env_present()
+        for env in clusters.ClusterEnv._cluster_types
+    )
+
+
 def initialize_distributed(config) -> None:
     """Starts jax.distributed for multi-host runs (before any other JAX call).
 
     With --coordinator_address/--num_processes/--process_id set, uses them; otherwise, if a
-    cluster scheduler's environment is present (SLURM, Cloud TPU, ...), lets JAX detect it;
-    on a single machine without either it does nothing.
+    cluster scheduler's environment is detected (SLURM under srun, Open MPI, Cloud TPU pod
+    slices), lets JAX configure itself from it; on a single machine without either it does
+    nothing.
     """
     if config.coordinator_address is not None:
         jax.distributed.initialize(
@@ -102,10 +121,5 @@ def initialize_distributed(config) -> None:
             num_processes=config.num_processes,
             process_id=config.process_id,
         )
-        return
-    import os
-
-    if any(
-        k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "OMPI_COMM_WORLD_SIZE")
-    ):
+    elif _cluster_detected():
         jax.distributed.initialize()

@@ -59,9 +59,17 @@ def load_data(config: Config) -> Data:
     span = input_pipeline.clip_span(config.video_length, config.frame_stride)
 
     def load() -> input_pipeline.VideoTable:
-        return registry.load_videos(
-            config.dataset, config.data_dir, manual_dir=config.manual_dir, min_frames=span
-        )
+        try:
+            return registry.load_videos(
+                config.dataset, config.data_dir, manual_dir=config.manual_dir, min_frames=span
+            )
+        except registry.DatasetError as e:
+            if "no video of at least" not in str(e):
+                raise
+            raise registry.DatasetError(
+                f"{e}: a clip of --video_length={config.video_length} at --frame_stride="
+                f"{config.frame_stride} spans {span} frames; lower one of them"
+            ) from None
 
     if jax.process_count() == 1:
         table = load()
@@ -186,7 +194,7 @@ def with_param_norms(step_fn: Callable, players: dict[str, Callable]) -> Callabl
     def step(state, batch):
         state, metrics = step_fn(state, batch)
         for name, params_of in players.items():
-            metrics.setdefault(f"param_norm/{name}", optax.global_norm(params_of(state)))
+            metrics.setdefault(f"param_norm/{name}", optax.tree.norm(params_of(state)))
         return state, metrics
 
     return step

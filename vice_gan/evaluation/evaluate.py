@@ -30,7 +30,7 @@ from vice_gan import checkpointing, generate, parallel, steps, train, writers
 from vice_gan import state as state_lib
 from vice_gan.config import Config
 from vice_gan.datasets import face_crop, input_pipeline
-from vice_gan.evaluation import acd, fer, image_metrics, in_domain
+from vice_gan.evaluation import acd, fer, image_metrics, in_domain, in_domain_scores
 from vice_gan.state import MOTION_DIM
 
 DEFINITIONS = {
@@ -127,8 +127,19 @@ def _entry(value: float, name: str, n: int) -> dict:
     return entry
 
 
-def evaluate(config: Config, data: train.Data | None = None) -> dict:
-    """Runs the evaluation protocol and writes `<workdir>/metrics.json`; returns its content."""
+def evaluate(
+    config: Config,
+    data: train.Data | None = None,
+    *,
+    in_domain_settings: in_domain.TrainSettings = in_domain.DEFAULT_SETTINGS,
+) -> dict:
+    """Runs the evaluation protocol and writes `<workdir>/metrics.json`; returns its content.
+
+    Args:
+      config: the run; data: its data set (loaded if None).
+      in_domain_settings: how the in-domain networks are trained if not cached yet (tests
+        shrink them).
+    """
     data = data or train.load_data(config)
     mesh = parallel.make_mesh()
     state, step = load_gan_state(config, mesh)
@@ -159,7 +170,7 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
     pred_fake = np.asarray(fer.clip_emotion_labels(classifier.probs(fakes)))
     pred_real = np.asarray(fer.clip_emotion_labels(classifier.probs(real)))
     cas_fake, cas_real = fer.cas_m(pred_fake, labels_true), fer.cas_m(pred_real, labels_true)
-    ours, nets = _in_domain_scores(config, data, pairs, fakes, real)
+    ours, nets = _in_domain_scores(config, data, pairs, fakes, real, in_domain_settings)
     metrics = {
         "ssim": _entry(ssim.mean(), "ssim", n),
         "mse": _entry(mse.mean(), "mse", n),
@@ -222,7 +233,12 @@ def evaluate(config: Config, data: train.Data | None = None) -> dict:
 
 
 def _in_domain_scores(
-    config: Config, data: train.Data, pairs: dict, fakes: np.ndarray, real: np.ndarray
+    config: Config,
+    data: train.Data,
+    pairs: dict,
+    fakes: np.ndarray,
+    real: np.ndarray,
+    settings: in_domain.TrainSettings,
 ) -> tuple[dict, in_domain.InDomainNets]:
     """In-domain figures of generated and real target clips (in_domain.py), nets cached."""
     nets = in_domain.load_or_train(
@@ -233,6 +249,7 @@ def _in_domain_scores(
         condition=config.condition,
         video_length=config.video_length,
         frame_stride=config.frame_stride,
+        settings=settings,
     )
     # eval_pairs does not return the table rows; the same plan (a pure function) has them.
     plan = input_pipeline.eval_pair_indices(
@@ -244,12 +261,12 @@ def _in_domain_scores(
         config.seed,
         config.eval_input,
     )
-    gallery = in_domain.gallery_clips(
+    gallery = in_domain_scores.gallery_clips(
         data.table, data.split, config.video_length, config.frame_stride
     )
     gallery_emb = nets.clip_embeddings(gallery["clips"])
     scores = {
-        kind: in_domain.score_clips(
+        kind: in_domain_scores.score_clips(
             nets,
             clips,
             pairs["target_label"],

@@ -10,6 +10,7 @@ PyTorch's *scatter* convention, i.e. it is PyTorch's weight [C_in, C_out, k, k] 
 (2, 3, 0, 1), with no spatial flip: per spatial dimension, out[s*i - p + a] += x[i] * W[a].
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -367,19 +368,13 @@ def im2col(xp: jax.Array, k: int, stride: int, out_hw: tuple[int, int]) -> jax.A
     ho, wo = out_hw
     if (ho, wo) == (1, 1) and (hp, wp) == (k, k):  # one window, the whole map: a flatten
         return xp.reshape(*lead, 1, 1, k * k * c)
-    cols = None
+    taps = []
     for a in range(k):
         for b in range(k):
             start = (0,) * len(lead) + (a, b, 0)
             limit = (*lead, a + stride * (ho - 1) + 1, b + stride * (wo - 1) + 1, c)
-            tap = lax.slice(xp, start, limit, (1,) * len(lead) + (stride, stride, 1))
-            # Each tap zero-padded into its channel block, then summed: XLA:CPU fuses the pads
-            # and adds into one loop, where a concatenate is several times slower.
-            i = a * k + b
-            cfg = [(0, 0, 0)] * (tap.ndim - 1) + [(i * c, (k * k - 1 - i) * c, 0)]
-            tap = lax.pad(tap, jnp.zeros((), xp.dtype), cfg)
-            cols = tap if cols is None else cols + tap
-    return cols
+            taps.append(lax.slice(xp, start, limit, (1,) * len(lead) + (stride, stride, 1)))
+    return _gather_channels(taps)
 
 
 def _dot_last(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -402,66 +397,157 @@ def _time_taps(x: jax.Array, w: jax.Array) -> jax.Array:
     return y
 
 
-def conv_cost(
-    taps: str, out_hw: tuple[int, int], k: int, stride: int, cin: int, cout: int
-) -> float:
-    """Relative cost of `conv_taps`' two forms, to choose between them (see 'auto').
+def choose_taps(k: int, stride: int, cin: int, cout: int, out_hw: tuple[int, int]) -> str:
+    """`conv_taps`' form for taps='auto' (C_in counts stacked temporal taps).
 
-    Counts the multiply-adds and the floats written to and read back from the intermediate
-    (im2col columns, or the tap-major products), a float costing as much as 100 multiply-adds:
-    on XLA:CPU (AVX-512, YNNPACK) products run at ~100 GMAC/s and these loop fusions at ~1 Gfloat/s.
+    Rules measured on XLA:CPU (2 cores, AVX-512), where the products are fast and the copies
+    that build their operands are what costs: a whole-map window is a free reshape ('input');
+    a kernel that the stride does not divide (K3 S2) would waste 7/16 of 'block'/'output''s
+    products on zero taps, so 'input' (9 exact taps); otherwise the form with fewer intermediate
+    channels: 'block' (s*s*C_in per tap) when s*s*C_in < C_out (first layers, RGB in),
+    else 'output' (C_out per tap).
     """
-    ho, wo = out_hw
-    if taps == "input":
-        inter = ho * wo * k * k * cin
-        return inter * (200 + cout)
     n = -(-k // stride)
-    inter = (ho + n - 1) * (wo + n - 1) * n * n * cout
-    return inter * (200 + stride * stride * cin) + 100 * ho * wo * cout * n * n
+    if out_hw == (1, 1) or k % stride:
+        return "input"
+    return "block" if n > 1 and stride * stride * cin < cout else "output"
+
+
+_STACK = "stack"  # experiment switch: 'stack' (jnp.stack) or 'padadd'
+
+
+def _gather_channels(parts: list[jax.Array]) -> jax.Array:
+    """[..., C] x n -> [..., n*C], part i in channels [i*C, (i+1)*C)."""
+    if _STACK == "stack":
+        stacked = jnp.stack(parts, axis=-2)
+        return stacked.reshape(*stacked.shape[:-2], -1)
+    n, c = len(parts), parts[0].shape[-1]
+    out = None
+    for i, part in enumerate(parts):
+        cfg = [(0, 0, 0)] * (part.ndim - 1) + [(i * c, (n - 1 - i) * c, 0)]
+        part = lax.pad(part, jnp.zeros((), part.dtype), cfg)
+        out = part if out is None else out + part
+    return out
+
+
+def _stack_time(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Temporal taps into channels: [T, ...,  C] -> [T - kt + 1, ..., kt*C] (channel dt*C + c
+    is frame t + dt), and the kernel [kt, k, k, C, O] -> [1, k, k, kt*C, O] to match."""
+    kt, k, _, c, o = kernel.shape
+    tp = x.shape[0] - kt + 1
+    stacked = _gather_channels([x[dt : dt + tp] for dt in range(kt)])
+    return stacked, jnp.moveaxis(kernel, 0, 2).reshape(1, k, k, kt * c, o)
 
 
 def conv_taps(
-    x: jax.Array, kernel: jax.Array, stride: int, padding: int, taps: str = "auto"
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: int,
+    padding: int,
+    taps: str = "auto",
+    time_taps: str = "stack",
 ) -> jax.Array:
     """Conv, VALID with stride 1 in time and stride/padding in space, as products and loops.
 
-    Two exact forms:
-      'input': im2col of the padded input (k*k*C_in channels per output pixel), then one product
-        per temporal tap with the kernel as a [k*k*C_in, C_out] matrix: exact multiply-adds.
-      'output': space-to-depth by s (a reshape), which leaves a stride-1 conv with an n x n block
-        kernel (n = ceil(k / s), `block_kernel`); every input block times all n*n block taps in
-        one product (n*n*C_out channels per block), then the n*n shifted slices summed. Extra
-        multiply-adds at the borders and for taps beyond k, but no im2col.
-    'auto' takes the cheaper by `conv_cost`. Their autodiff is again products, pads and sums.
+    Temporal taps ('time_taps'): 'stack' moves the kt frames of each window into channels
+    first (one product with kt*C_in inputs), 'sum' adds one product per tap.
+    Spatial taps ('taps'), three exact forms:
+      'input': im2col of the padded input (k*k*C_in channels per output pixel), then one
+        product with the kernel as a [k*k*C_in, C_out] matrix: exact multiply-adds.
+      'block': space-to-depth by s (a reshape and transpose), which leaves a stride-1 conv with
+        an n x n block kernel (n = ceil(k / s), `block_kernel`); im2col of its n*n block taps
+        (n*n*s*s*C_in channels), one product. Fewer, wider taps than 'input'.
+      'output': space-to-depth as 'block'; every input block times all n*n block taps in one
+        product (n*n*C_out channels per block), then the n*n shifted slices summed. No im2col.
+    'block' and 'output' multiply zero taps when s does not divide k, and 'output' computes
+    border blocks no output uses. 'auto' picks by `choose_taps`.
+
+    Gradients: products, pads and sums again, but the product operand (the im2col / stacked /
+    space-to-depth input, up to 16x the input's size) is rebuilt in the backward pass from
+    the saved input instead of being kept from the forward pass: D_V at ndf=64, 32 clips, holds
+    ~1.5 GB less at its peak, at no measurable cost in time.
 
     Args:
         x: [T, N, H, W, C_in], time-major (T = 1 for images).
         kernel: [kt, k, k, C_in, C_out] (nn.Conv's DHWIO layout).
         stride, padding: spatial, per axis (symmetric zero padding).
-        taps: 'input' | 'output' | 'auto'.
+        taps: 'input' | 'block' | 'output' | 'auto'.
+        time_taps: 'stack' | 'sum'.
 
     Returns:
         [T - kt + 1, N, Ho, Wo, C_out], Ho = (H + 2p - k) // s + 1.
     """
+    return _conv_taps_remat(stride, padding, taps, time_taps, x, kernel)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _conv_taps_remat(stride, padding, taps, time_taps, x, kernel):
+    return _conv_taps(x, kernel, stride, padding, taps, time_taps)
+
+
+def _conv_taps_remat_fwd(stride, padding, taps, time_taps, x, kernel):
+    return _conv_taps(x, kernel, stride, padding, taps, time_taps), (x, kernel)
+
+
+def _conv_taps_remat_bwd(stride, padding, taps, time_taps, res, dy):
+    x, kernel = res
+    # x + 0 * dy[0]: the same values, but a function of the incoming gradient, so XLA can
+    # neither merge the rebuilt operand with the forward's (an optimization barrier does not
+    # survive its passes) nor build it before the gradient arrives. 0 * g is not folded for
+    # floats (g may be NaN), and a NaN there would make the gradient NaN anyway.
+    x = x + jnp.zeros((), x.dtype) * dy.reshape(-1)[0].astype(x.dtype)
+    _, vjp = jax.vjp(lambda x, k: _conv_taps(x, k, stride, padding, taps, time_taps), x, kernel)
+    return tuple(_match_vma(g, p) for g, p in zip(vjp(dy), res, strict=True))
+
+
+def _match_vma(grad: jax.Array, primal: jax.Array) -> jax.Array:
+    """Sums a cotangent over the shard_map axes its primal is invariant along (the transpose of
+    the implicit broadcast), as JAX's own autodiff does; outside shard_map a no-op."""
+
+    def varying(x):
+        return jax.typeof(x).manual_axis_type.varying
+
+    extra = tuple(sorted(varying(grad) - varying(primal)))
+    return lax.psum(grad, extra) if extra else grad
+
+
+_conv_taps_remat.defvjp(_conv_taps_remat_fwd, _conv_taps_remat_bwd)
+
+
+def _conv_taps(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: int,
+    padding: int,
+    taps: str = "auto",
+    time_taps: str = "stack",
+) -> jax.Array:
+    """`conv_taps` without the custom gradient (autodiff keeps the operand)."""
+    if time_taps == "stack" and kernel.shape[0] > 1:
+        x, kernel = _stack_time(x, kernel)
+    elif time_taps not in ("stack", "sum"):
+        raise ValueError(f"time_taps must be 'stack' or 'sum', got {time_taps!r}")
     kt, k, _, cin, cout = kernel.shape
     *_, h, w, _ = x.shape
     ho = conv_output_size(h, k, stride, padding)
     wo = conv_output_size(w, k, stride, padding)
     if taps == "auto":
-        cost = {t: conv_cost(t, (ho, wo), k, stride, cin, cout) for t in ("input", "output")}
-        taps = min(cost, key=cost.get)
+        taps = choose_taps(k, stride, cin, cout, (ho, wo))
     if taps == "input":
         xp = _pad_spatial(x, padding, padding, padding)
         cols = im2col(xp, k, stride, (ho, wo))
         return _time_taps(cols, kernel.reshape(kt, k * k * cin, cout))
-    if taps != "output":
-        raise ValueError(f"taps must be 'input', 'output' or 'auto', got {taps!r}")
+    if taps not in ("output", "block"):
+        raise ValueError(f"taps must be 'input', 'block', 'output' or 'auto', got {taps!r}")
     n = -(-k // stride)
     # Pad (or crop rows no window reads) to s * (out + n - 1): whole blocks, every window inside.
     hi_h = stride * (ho + n - 1) - h - padding
     hi_w = stride * (wo + n - 1) - w - padding
     xs = space_to_depth(_pad_spatial(x, padding, hi_h, hi_w), stride)
     wb = block_kernel(kernel, stride)  # [kt, n, n, s*s*C_in, C_out]
+    if taps == "block":
+        cols = im2col(xs, n, 1, (ho, wo))
+        return _time_taps(cols, wb.reshape(kt, n * n * stride * stride * cin, cout))
     z = _time_taps(xs, jnp.moveaxis(wb, 3, 1).reshape(kt, -1, n * n * cout))
     if n == 1:
         return z
