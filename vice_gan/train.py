@@ -173,7 +173,10 @@ def run_loop(
             if done % config.log_every == 0 or done == num_steps or step == start:
                 rate = n_window / max(time.perf_counter() - t_window, 1e-9)
                 writer.write_scalars(done, {**metrics, "train/steps_per_sec": rate})
-                logging.info(_format_progress(stage, done, num_steps, metrics, rate))
+                line = _format_progress(stage, done, num_steps, metrics, rate)
+                if step == start:  # includes compilation: its rate would mislead the ETA
+                    line = line.rsplit(" | ", 2)[0] + f" | first step incl. compile {1 / rate:.1f} s"
+                logging.info(line)
                 t_window, n_window = time.perf_counter(), 0
             if done % config.checkpoint_every == 0 or done == num_steps:
                 checkpointing.save(manager, done, state, meta, force=True)
