@@ -99,12 +99,16 @@ def build(args, name: str) -> tuple[Config, state_lib.Models, state_lib.Models]:
 
     def variant(models: state_lib.Models) -> state_lib.Models:
         # Same parameters, other computation: for before/after measurements.
+        models = dataclasses.replace(
+            models, generator=models.generator.clone(upconv_impl=args.upconv_impl)
+        )
+        if args.conv_impl == "default":
+            return models
         return dataclasses.replace(
             models,
             encoder=models.encoder.clone(conv_impl=args.conv_impl),
             dimg=models.dimg.clone(conv_impl=args.conv_impl),
             dvid=models.dvid.clone(conv_impl=args.conv_impl),
-            generator=models.generator.clone(upconv_impl=args.upconv_impl),
         )
 
     models = variant(state_lib.build_models(config))
@@ -187,6 +191,8 @@ def bench_nets(args, config: Config, local) -> dict:
     }
     out = {}
     for net, (module, x) in cases.items():
+        if net not in args.nets.split(","):
+            continue
         variables = jax.jit(lambda m=module, x=x: m.init(key, x, train=False))()
         x = x + 0.5 * jax.random.normal(key, x.shape)
 
@@ -322,6 +328,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (>= 5 recommended)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     parser.add_argument("--net_reps", type=int, default=5, help="timed calls per network")
+    parser.add_argument("--nets", default="D_V,D_I,G_I,encoder", help="networks of --parts nets")
     parser.add_argument("--video_length", type=int, default=16)
     parser.add_argument(
         "--precision",
@@ -331,15 +338,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--conv_impl",
-        choices=("gemm", "native"),
-        default="gemm",
-        help="D_I/D_V/encoder convs: products (default) or lax convs as nn.Conv (before)",
+        choices=("default", "gemm", "native"),
+        default="default",
+        help="D_I/D_V/encoder convs: each network's default (D_V gemm, encoder mixed, D_I "
+        "native), all products (gemm), or all lax convs as nn.Conv (native: before)",
     )
     parser.add_argument(
         "--upconv_impl",
-        choices=("phases", "fused", "reference"),
-        default="phases",
-        help="generator's stride-2 transposed convs: sub-pixel (default) or nn.ConvTranspose's",
+        choices=("auto", "phases", "gemm", "fused", "reference"),
+        default="auto",
+        help="generator's stride-2 transposed convs (layers.UpConv2x.impl); 'reference' is "
+        "nn.ConvTranspose's computation (before)",
     )
     parser.add_argument(
         "--render_twice",

@@ -238,12 +238,75 @@ def _latest_npz(workdir: str | None) -> str | None:
     return found[-1] if found else None
 
 
+def _realism(runs: list[dict]) -> list[str]:
+    """Sentences comparing the generated clips' recognisability with real clips and chance.
+
+    The ablation's differences mean little while generated clips are not recognisable at all,
+    so the report says first whether they are (a one-sample t-test of the per-run values
+    against chance, 5% two-sided).
+    """
+    from scipy import stats
+
+    chance = 1 / 6
+    out = []
+    for figure, label in (("emotion_accuracy", "emotion"), ("cas_m", "FER-2013 emotion")):
+        gen = np.array([_value(r, figure) for r in runs])
+        real = np.array([_value(r, figure + "_real") for r in runs])
+        gen, real = gen[np.isfinite(gen)], real[np.isfinite(real)]
+        if len(gen) < 2 or len(real) == 0:
+            continue
+        p = float(stats.ttest_1samp(gen, chance).pvalue) if gen.std() > 0 else 0.0
+        if p >= 0.05:
+            verdict = "not distinguishable from chance"
+        else:
+            verdict = "above chance" if gen.mean() > chance else "below chance"
+        verdict += f" (t-test p = {p:.3f})"
+        out.append(
+            f"- {label} accuracy ({figure}): generated {gen.mean():.3f} over {len(gen)} runs, "
+            f"real {real.mean():.3f}, chance {chance:.3f}: generated is {verdict}."
+        )
+    gen = np.array([_value(r, "identity_top1") for r in runs])
+    real = np.array([_value(r, "identity_top1_real") for r in runs])
+    subjects = {r.get("num_test_subjects") for r in runs}
+    chance_id = (
+        f"{1 / subjects.pop():.3f}"
+        if len(subjects) == 1 and None not in subjects
+        else "1 / number of test subjects"
+    )
+    if np.isfinite(gen).any() and np.isfinite(real).any():
+        out.append(
+            f"- identity top-1 (identity_top1): generated {np.nanmean(gen):.3f}, real "
+            f"{np.nanmean(real):.3f}, chance {chance_id}."
+        )
+    return out
+
+
+def _labelled_strips(path: str, strips: list[np.ndarray], names: list[str], title: str) -> None:
+    """Stacks frame strips (uint8 [64, W, 3] each) into one PNG, a label left of each row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image = np.concatenate(strips, axis=0)
+    h, w = image.shape[:2]
+    dpi = 100  # one image pixel per output pixel: frames stay sharp
+    fig = plt.figure(figsize=((w + 110) / dpi, (h + 24) / dpi), dpi=dpi)
+    ax = fig.add_axes([110 / (w + 110), 0, w / (w + 110), h / (h + 24)])
+    ax.imshow(image, interpolation="nearest")
+    ax.set_yticks([64 * i + 32 for i in range(len(names))], names, fontsize=8)
+    ax.set_xticks([])
+    fig.suptitle(title, fontsize=8, y=1.0, va="top")
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def sample_strips(runs: list[dict], out: str, frame_every: int = 2) -> list[str]:
     """PNG frame strips from the generate outputs of each model x condition (first seed).
 
     `samples_m<k>_<condition>.png`: first test subject, rows = input then the six emotions,
-    columns = every `frame_every`-th frame. `samples_<emotion>_<condition>.png` (Figure 9
-    style): one emotion across the four models, same subject and input.
+    columns = every `frame_every`-th frame. `samples_happiness_<condition>.png` (Figure 9
+    style): happiness across the four models, same subject and input.
 
     Returns:
       the written file names (relative to `out`).
@@ -261,18 +324,20 @@ def sample_strips(runs: list[dict], out: str, frame_every: int = 2) -> list[str]
             continue
         with np.load(path) as z:
             inputs, generated = z["inputs"][0], z["generated"][0]  # [T, ...], [6, T, ...]
-        rows = [inputs] + list(generated)
-        image = np.concatenate([writers.frame_strip(r, frame_every) for r in rows], axis=0)
+        strips = [writers.frame_strip(r, frame_every) for r in [inputs] + list(generated)]
         name = f"samples_m{model}_{condition}.png"
-        writers.write_png(os.path.join(out, name), image)
+        title = f"Model {model}, {condition}, seed {run['seed']}, step {run['step']}"
+        _labelled_strips(os.path.join(out, name), strips, ["input"] + list(labels.EMOTIONS), title)
         written.append(name)
-        per_condition.setdefault(condition, {})[model] = (inputs, generated)
+        per_condition.setdefault(condition, {})[model] = (inputs, generated, run)
     emotion = labels.EMOTIONS.index("happiness")  # the thesis's Figure 9 shows happiness
     for condition, models in per_condition.items():
-        rows = [writers.frame_strip(next(iter(models.values()))[0], frame_every)]
-        rows += [writers.frame_strip(g[emotion], frame_every) for _, g in models.values()]
+        strips = [writers.frame_strip(next(iter(models.values()))[0], frame_every)]
+        strips += [writers.frame_strip(g[emotion], frame_every) for _, g, _ in models.values()]
+        names = ["input"] + [f"Model {m}" for m in models]
         name = f"samples_happiness_{condition}.png"
-        writers.write_png(os.path.join(out, name), np.concatenate(rows, axis=0))
+        title = f"happiness, {condition}"
+        _labelled_strips(os.path.join(out, name), strips, names, title)
         written.append(name)
     return written
 
@@ -305,6 +370,7 @@ def write_report(runs_dir: str, out: str, title: str = "VICE-GAN ablation", note
     ]
     if notes:
         lines += [notes, ""]
+    lines += ["## How close to real clips", ""] + _realism(runs) + [""]
     lines += ["## Figures", ""]
     for figure, label, better, thesis, ref in FIGURES:
         where = f" (thesis {thesis})" if thesis else " (in-domain, not in the thesis)"
@@ -374,8 +440,9 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="folder of run dirs (or metrics copies)")
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--title", default="VICE-GAN ablation")
+    parser.add_argument("--notes", default="", help="a paragraph under the title")
     args = parser.parse_args()
-    print(write_report(args.runs, args.out, args.title))
+    print(write_report(args.runs, args.out, args.title, args.notes))
 
 
 if __name__ == "__main__":

@@ -78,3 +78,4 @@ def test_in_domain_entries(evaluated):
     # The gallery: one clip per video of every test subject (all 7 labels in synthetic_faces).
     test_videos = sum(int((data.table.subject == s).sum()) for s in data.split.test_subjects)
     assert on_disk["num_gallery_clips"] == test_videos
+    assert on_disk["num_test_subjects"] == len(data.split.test_subjects)

@@ -11,7 +11,7 @@ from vice_gan.models import layers
 
 # (kernel_size, padding) pairs giving exactly 2H: the AEs' K2 P0 / K3 P1, and G's K4 P1.
 KP = [(2, 0), (3, 1), (4, 1)]
-IMPLS = ["phases", "fused", "reference"]
+IMPLS = ["phases", "gemm", "fused", "reference", "auto"]
 
 
 def _rand(seed, shape):
@@ -73,7 +73,7 @@ def test_upconv_equals_flax_conv_transpose(k, p):
     np.testing.assert_allclose(_apply_upconv("phases", x, w, k, p, 5), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["phases", "fused"])
+@pytest.mark.parametrize("impl", ["phases", "gemm", "fused"])
 @pytest.mark.parametrize("k,p", KP)
 def test_upconv_vjp_equals_reference(impl, k, p):
     x, w = _rand(6, (2, 4, 6, 3)), _rand(7, (k, k, 3, 5))
@@ -195,8 +195,9 @@ def test_strided_conv_equals_nn_conv(k, s, p, size):
     flax_conv = nn.Conv(5, (k, k), strides=(s, s), padding=((p, p), (p, p)), use_bias=False)
     fns = {"nn.Conv": lambda x, w: flax_conv.apply({"params": {"kernel": w}}, x)}
     for taps in TAPS:
-        module = layers.StridedConv(5, k, stride=s, padding=p, taps=taps)
-        fns[taps] = lambda x, w, m=module: m.apply({"params": {"kernel": w}}, x)
+        for impl in ("gemm", "mixed"):
+            module = layers.StridedConv(5, k, stride=s, padding=p, impl=impl, taps=taps)
+            fns[f"{impl}/{taps}"] = lambda x, w, m=module: m.apply({"params": {"kernel": w}}, x)
     ho, wo = (size + 2 * p - k) // s + 1, (size + 1 + 2 * p - k) // s + 1
     _check_all_equal(_vjps(fns, (x, w), _rand(22, (2, ho, wo, 5))), "nn.Conv")
 
@@ -216,9 +217,9 @@ def test_video_conv_equals_nn_conv3d():
 
     x, w = _rand(23, (2, 6, 8, 10, 3)), _rand(24, (4, 4, 4, 3, 5))
     fns = {"nn.Conv": conv3d((4, 4, 4), 2, 1)}
-    for taps in TAPS:
-        for time_taps in ("stack", "sum"):
-            fns[f"{taps}/{time_taps}"] = ours(taps, time_taps, 2, 1)
+    for taps, time_taps in (("output", "stack"), ("output", "sum"), ("block", "stack")):
+        fns[f"{taps}/{time_taps}"] = ours(taps, time_taps, 2, 1)
+    fns["input/sum"] = ours("input", "sum", 2, 1)
     _check_all_equal(_vjps(fns, (x, w), _rand(25, (2, 3, 4, 5, 5))), "nn.Conv")
     for kt in (1, 2, 4):
         x, w = _rand(26, (2, 5, 4, 4, 6)), _rand(27, (kt, 4, 4, 6, 5))
@@ -264,15 +265,22 @@ def test_native_impl_equals_gemm_impl():
         impl: layers.StridedConv(5, 4, stride=2, padding=1, impl=impl).apply(
             {"params": {"kernel": w}}, x
         )
-        for impl in ("gemm", "native")
+        for impl in ("gemm", "mixed", "native")
     }
     _assert_close(got["gemm"], got["native"])
+    _assert_close(got["mixed"], got["native"])
     with pytest.raises(ValueError, match="impl"):
         layers.StridedConv(5, 4, impl="nope").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="taps"):
         layers.strided_conv(x, w, 2, 1, taps="nope")
     with pytest.raises(ValueError, match="does not fit"):
         layers.strided_conv(x[:, :1, :1], w, 2, 0)
+    with pytest.raises(ValueError, match="forward"):
+        layers.conv_taps(x[None], w[None], 2, 1, forward="nope")
+    with pytest.raises(ValueError, match="2-D"):
+        layers.conv_taps(
+            jnp.zeros((5, 1, 8, 8, 3)), jnp.zeros((4, 4, 4, 3, 2)), 2, 1, forward="lax"
+        )
 
 
 def test_space_to_depth_inverts_depth_to_space():

@@ -242,3 +242,72 @@ def test_mixed_precision_generator_keeps_float32_params():
     variables, frames = _init_and_train(g, z)
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(variables))
     assert frames.dtype == jnp.float32 and frames.shape == (B, 64, 64, 3)
+
+
+def _grads_by_impl(make, impls, x):
+    """Output and gradients (w.r.t. params and input) of a train-mode pass for each conv_impl:
+    'gemm' (products, layers.conv_taps), 'mixed' (lax forward, products backward), 'native'
+    (nn.Conv's lax conv)."""
+    modules = {impl: make(impl) for impl in impls}
+
+    @jax.jit
+    def run(x):
+        variables = modules["native"].init(KEY, x, train=False)
+        out = {}
+        for name, module in modules.items():
+
+            def loss(params, x, module=module):
+                y, _ = module.apply(
+                    {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+                )
+                y = y[0] if isinstance(y, tuple) else y
+                return jnp.sum(jnp.sin(3.0 * y)), y
+
+            (_, y), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(variables["params"], x)
+            out[name] = (y, grads)
+        return out
+
+    return run(x)
+
+
+@pytest.mark.parametrize("net", ["dimg", "dvid", "enc_small", "enc_medium", "enc_large"])
+def test_conv_impls_equal_native(net):
+    # The fast convolutions change no number: outputs and every gradient agree with nn.Conv's
+    # computation to float32 rounding (relative to each array's magnitude).
+    if net == "dimg":
+        make, x = lambda i: discriminators.ImageDiscriminator(ndf=4, conv_impl=i), _frames(14, B)
+    elif net == "dvid":  # other T: tests/test_layers.py checks the head's time averaging
+        make = lambda i: discriminators.VideoDiscriminator(ndf=2, conv_impl=i)  # noqa: E731
+        x = _frames(15, B * T).reshape(B, T, 64, 64, 3)
+    else:
+        size = net.split("_")[1]
+        make = lambda i: autoencoder.Encoder(  # noqa: E731
+            size=size, ae_type="sae", width_divisor=8, conv_impl=i
+        )
+        x = _frames(16, 3)
+    impls = ("gemm", "native") if net == "dvid" else ("gemm", "mixed", "native")
+    got = _grads_by_impl(make, impls, x)
+    want = jax.tree.leaves(got.pop("native"))
+    for impl, tree in got.items():
+        leaves = jax.tree.leaves(tree)
+        assert len(leaves) == len(want), impl
+        for a, b in zip(leaves, want, strict=True):
+            scale = max(float(jnp.max(jnp.abs(b))), 1e-6)
+            np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * scale, err_msg=impl)
+
+
+def test_conv_layers_keep_nn_conv_parameter_names():
+    # Checkpoints and parameter trees from nn.Conv-based code keep loading: Conv_0, Conv_1, ...
+    clip = jnp.zeros((1, 16, 64, 64, 3))
+    shapes = jax.eval_shape(
+        lambda: discriminators.VideoDiscriminator(ndf=2).init(KEY, clip, train=False)
+    )["params"]
+    assert sorted(shapes) == [f"BatchNorm_{i}" for i in range(3)] + [f"Conv_{i}" for i in range(5)]
+    assert shapes["Conv_0"]["kernel"].shape == (4, 4, 4, 3, 2)
+    enc = jax.eval_shape(
+        lambda: autoencoder.Encoder("large", "sae", width_divisor=8).init(
+            KEY, jnp.zeros((1, 64, 64, 3)), train=False
+        )
+    )["params"]
+    assert [f"Conv_{i}" for i in range(5)] == sorted(k for k in enc if k.startswith("Conv"))
+    assert enc["Conv_0"]["kernel"].shape == (3, 3, 3, 4)

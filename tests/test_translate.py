@@ -111,12 +111,13 @@ def test_one_emotion_and_all_six(run, face, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["all.gif", "happy.gif"]  # no temporary files
 
 
-def test_mp4_output(run, face, tmp_path):
+def test_mp4_output_and_relative_paths(run, face, tmp_path, monkeypatch):
     from vice_gan import translate
 
+    monkeypatch.chdir(os.path.dirname(run.workdir))  # Orbax needs absolute paths: made inside
     out = tmp_path / "sad.mp4"
-    argv = ["--checkpoint", run.workdir, "--input", str(face), "--emotion", "sadness"]
-    assert translate.main(argv + ["--output", str(out)]) == 0
+    argv = ["--checkpoint", os.path.basename(run.workdir), "--input", str(face)]
+    assert translate.main(argv + ["--emotion", "sadness", "--output", str(out)]) == 0
     assert out.stat().st_size > 0
 
 

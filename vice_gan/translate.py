@@ -80,6 +80,7 @@ def read_run_config(workdir: str):
     from vice_gan import checkpointing
     from vice_gan import config as config_lib
 
+    workdir = os.path.abspath(workdir)  # Orbax takes absolute paths only
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(workdir):
         raise TranslateError(f"--checkpoint={workdir}: no such directory")
@@ -147,6 +148,7 @@ def load_run(workdir: str):
     from vice_gan import config as config_lib
     from vice_gan import state as state_lib
 
+    workdir = os.path.abspath(workdir)  # Orbax takes absolute paths only
     config, _ = read_run_config(workdir)
     models = state_lib.build_models(config, axis_name=None)
     txs = state_lib.gan_optimizers(config)

@@ -14,7 +14,8 @@ metrics.json (schema_version 2):
            with a real-clip counterpart: that figure's name)}} for the names in DEFINITIONS,
   cas_m_per_emotion, emotion_accuracy_per_emotion: {generated, real} (fer.cas_m dicts),
   in_domain_nets: where and how the in-domain networks were trained (in_domain.py),
-  num_gallery_clips: size of the identity-retrieval gallery.
+  num_gallery_clips: size of the identity-retrieval gallery; num_test_subjects: of the split
+  (identity top-1 by chance is 1 / num_test_subjects).
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ def evaluate(
             )
         },
         "num_gallery_clips": int(ours["num_gallery_clips"]),
+        "num_test_subjects": len(data.split.test_subjects),
     }
     if jax.process_index() == 0:
         writers.write_json(os.path.join(config.workdir, "metrics.json"), result)

@@ -23,14 +23,14 @@ class ImageDiscriminator(nn.Module):
 
     Attributes:
         ndf: base width (thesis/MoCoGAN: 64).
-        conv_impl: `layers.StridedConv.impl`: 'gemm' (fast on XLA:CPU) or 'native' (nn.Conv's
-            lax conv); equal outputs and gradients.
+        conv_impl: `layers.StridedConv.impl`; 'native' (nn.Conv's lax conv, which XLA:CPU
+            runs well for these layers), 'mixed' or 'gemm': equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
 
     ndf: int = 64
-    conv_impl: str = "gemm"
+    conv_impl: str = "native"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 

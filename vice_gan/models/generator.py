@@ -22,13 +22,13 @@ class Generator(nn.Module):
 
     Attributes:
         ngf: base width (thesis/MoCoGAN: 64).
-        upconv_impl: `layers.UpConv2x.impl` ('phases' is the fastest on XLA:CPU).
+        upconv_impl: `layers.UpConv2x.impl` ('auto' picks the fastest on XLA:CPU per layer).
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
 
     ngf: int = 64
-    upconv_impl: str = "phases"
+    upconv_impl: str = "auto"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 
