@@ -79,3 +79,23 @@ def test_in_domain_entries(evaluated):
     test_videos = sum(int((data.table.subject == s).sum()) for s in data.split.test_subjects)
     assert on_disk["num_gallery_clips"] == test_videos
     assert on_disk["num_test_subjects"] == len(data.split.test_subjects)
+
+
+@pytest.mark.parametrize("name", ["clip.gif", "face.png"])
+@pytest.mark.parametrize("keep", [13, 200])
+def test_read_clip_truncated_file_one_clear_error(tmp_path, name, keep):
+    """A truncated GIF or PNG (PIL raises SyntaxError or OSError) -> ValueError naming it."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    whole = tmp_path / f"whole_{name}"
+    frames = rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    if name.endswith(".gif"):
+        imageio.mimsave(whole, list(frames), duration=100)
+    else:
+        imageio.imwrite(whole, frames[0])
+    cut = tmp_path / name
+    cut.write_bytes(whole.read_bytes()[:keep])
+    with pytest.raises(ValueError, match=f"cannot read {cut} as a clip"):
+        evaluate.read_clip(str(cut), 2, 1)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from vice_gan import checkpointing, config as config_lib, main
+from vice_gan import checkpointing, main
+from vice_gan import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,9 +121,9 @@ def test_end_to_end_writes_every_output(tiny_run):
 def test_rerun_resumes_and_does_nothing(tiny_run, caplog):
     import logging
 
-    from vice_gan import train
-
     from absl import logging as absl_logging
+
+    from vice_gan import train
 
     absl_logging.set_verbosity(absl_logging.INFO)  # flag parsing elsewhere may have reset it
     caplog.set_level(logging.INFO)

@@ -212,6 +212,34 @@ def test_gan_killed_at_several_points_resumes_bit_identical(tmp_path, shared, re
     assert no_temporary_dirs(gan)
     assert_same_bits(arrays(gan), arrays(reference["gan"]))
     assert checkpointing.all_steps(gan) == [GAN_STEPS - 1, GAN_STEPS]  # --keep_checkpoints=2
+    # The log holds each step once, as the uninterrupted run's (step 4 was logged before the
+    # kill, then again after resuming from 3).
+    assert logged_steps(gan) == logged_steps(reference["gan"]) == list(range(GAN_STEPS + 1))
+
+
+def logged_steps(directory):
+    with open(os.path.join(directory, "logs", "metrics.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+def test_metric_log_rewound_to_the_restored_step(tmp_path):
+    from vice_gan import writers
+
+    writer = writers.MetricWriter(str(tmp_path))
+    for step in (0, 1, 2, 3, 4):
+        writer.write_scalars(step, {"loss": float(step)})
+    writer.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # torn by a kill
+    writer = writers.MetricWriter(str(tmp_path))
+    writer.write_scalars(0, {"param_count/x": 7.0})  # written again at every start
+    writer.rewind(2)  # restored from checkpoint 2
+    writer.write_scalars(3, {"loss": 30.0})
+    writer.close()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [0, 1, 2, 3]
+    assert lines[0]["param_count/x"] == 7.0 and lines[3]["loss"] == 30.0
+    assert "metrics.jsonl.tmp" not in os.listdir(tmp_path)
 
 
 def test_metrics_hold_param_norms_of_all_three_players(reference):

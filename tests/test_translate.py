@@ -186,3 +186,111 @@ def test_checkpoint_of_another_configuration(run, face, tmp_path):
         "--checkpoint", str(other), "--input", str(face), "--emotion", "fear", "--output", str(out)
     )
     _assert_clean_failure(result, "differs from the directory's fingerprint.json", out)
+
+
+# --- Face check (vice_gan/face_check.py) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def checked_run(tmp_path_factory):
+    """A run whose autoencoder directory holds a face-check reference (written per test)."""
+    return make_untrained_run(tmp_path_factory.mktemp("checked"))
+
+
+def _reference(config, threshold, ae_step=1):
+    from vice_gan import face_check
+
+    faces = {"max": threshold / 2, "q50": threshold / 4, "q90": 0.0, "q99": 0.0, "num_frames": 1}
+    face_check.write_reference(
+        config.ae_dir, {"threshold": threshold, "held_out_faces": faces, "ae_step": ae_step}
+    )
+
+
+def _score(config, path):
+    from vice_gan import face_check
+    from vice_gan.evaluation import evaluate
+
+    clip = evaluate.read_clip(str(path), config.video_length, config.frame_stride)
+    models, params, stats, _ = face_check.load_autoencoder(config)
+    return float(np.median(face_check.score_frames(models, params, stats, clip[0])))
+
+
+def test_non_face_refused_unless_skipped(checked_run, face, tmp_path, capsys):
+    from vice_gan import translate
+
+    score = _score(checked_run, face)
+    _reference(checked_run, threshold=score / 2)  # this input scores above the threshold
+    out = tmp_path / "o.gif"
+    argv = ["--checkpoint", checked_run.workdir, "--input", str(face), "--emotion", "fear"]
+    assert translate.main(argv + ["--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--input={face} does not look like a face this model was trained on" in err, err
+    assert f"reconstruction {score:.3f}" in err and "pass --skip_face_check" in err
+    assert "Traceback" not in err and not out.exists()
+    assert translate.main(argv + ["--output", str(out), "--skip_face_check"]) == 0
+    assert out.exists()
+
+
+def test_face_check_passes_below_threshold_and_warns_without_reference(
+    checked_run, face, tmp_path, capsys
+):
+    from vice_gan import face_check, translate
+
+    argv = ["--checkpoint", checked_run.workdir, "--input", str(face), "--emotion", "fear"]
+    _reference(checked_run, threshold=1.9)  # scores are <= 2: everything passes
+    assert translate.main(argv + ["--output", str(tmp_path / "a.gif")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    _reference(checked_run, threshold=1.9, ae_step=7)  # measured on another autoencoder step
+    assert translate.main(argv + ["--output", str(tmp_path / "b.gif")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the input is not checked" in err and "step 7" in err, err
+    os.remove(os.path.join(checked_run.ae_dir, face_check.REFERENCE_FILE))
+    assert translate.main(argv + ["--output", str(tmp_path / "c.gif")]) == 0
+    err = capsys.readouterr().err
+    assert f"holds no {face_check.REFERENCE_FILE}" in err and "python -m vice_gan.face_check" in err
+    assert sorted(os.listdir(tmp_path)) == ["a.gif", "b.gif", "c.gif"]
+
+
+def test_face_check_score_separates_edges_from_flat_and_unrelated():
+    """The score itself: identical edge fields 0, opposite 2, an image without edges 1."""
+    import jax.numpy as jnp
+
+    from vice_gan import face_check
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(-1, 1, (3, 64, 64, 3)), jnp.float32)
+    a = face_check.edge_fields(x)
+    cos = lambda u, v: float((u * v).sum() / jnp.sqrt((u * u).sum() * (v * v).sum()))  # noqa: E731
+    assert cos(a[0], a[0]) == pytest.approx(1.0)
+    assert cos(a[0], face_check.edge_fields(-x)[0]) == pytest.approx(-1.0)
+    assert abs(cos(a[0], a[1])) < 0.1  # unrelated noise images: edges uncorrelated
+    assert float(jnp.abs(face_check.edge_fields(jnp.zeros((1, 64, 64, 3)))).max()) == 0.0
+    assert face_check.threshold_from(0.6) == pytest.approx(0.8)
+
+
+def test_reference_from_held_out_subjects(checked_run):
+    from vice_gan import face_check
+    from vice_gan.datasets import input_pipeline, splits
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8) for _ in range(10)]
+    table = input_pipeline.VideoTable(
+        frames=frames,
+        subject=np.arange(10) // 2,
+        emotion=np.arange(10) % 2,
+        take=np.zeros(10),
+        num_frames=np.full(10, 5),
+        subject_names=[str(i) for i in range(5)],
+    )
+    split = splits.make_split_for_table(table, 0)
+    held = face_check.held_out_frames(table, split, max_frames=4)
+    test_rows = [i for i in range(10) if table.subject[i] in set(split.test_subjects)]
+    assert len(held) == 4 and all(
+        any((h == f).all() for i in test_rows for f in frames[i]) for h in held
+    )
+    models, params, stats, step = face_check.load_autoencoder(checked_run)
+    ref = face_check.make_reference(
+        models, params, stats, table, split, dataset="toy", ae_step=step
+    )
+    assert ref["ae_step"] == 1 and ref["held_out_faces"]["num_frames"] == 10
+    assert ref["threshold"] == pytest.approx(
+        face_check.threshold_from(ref["held_out_faces"]["max"])
+    )

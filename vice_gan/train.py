@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vice_gan import checkpointing, generate, parallel, steps, writers
+from vice_gan import checkpointing, face_check, generate, parallel, steps, writers
 from vice_gan import config as config_lib
 from vice_gan import state as state_lib
 from vice_gan.config import Config
@@ -146,6 +146,7 @@ def run_loop(
             state = restored[0]
             logging.info("[%s] resumed from step %d in %s", stage, int(state.step), directory)
         start = int(jax.device_get(state.step))
+        writer.rewind(start)  # a killed run may have logged steps after its last checkpoint
         if start >= num_steps:
             logging.info(
                 "[%s] already trained for %d >= %d steps; nothing to do", stage, start, num_steps
@@ -175,7 +176,9 @@ def run_loop(
                 writer.write_scalars(done, {**metrics, "train/steps_per_sec": rate})
                 line = _format_progress(stage, done, num_steps, metrics, rate)
                 if step == start:  # includes compilation: its rate would mislead the ETA
-                    line = line.rsplit(" | ", 2)[0] + f" | first step incl. compile {1 / rate:.1f} s"
+                    line = (
+                        line.rsplit(" | ", 2)[0] + f" | first step incl. compile {1 / rate:.1f} s"
+                    )
                 logging.info(line)
                 t_window, n_window = time.perf_counter(), 0
             if done % config.checkpoint_every == 0 or done == num_steps:
@@ -262,7 +265,7 @@ def train_autoencoder(config: Config, data: Data | None = None) -> state_lib.AeS
     )
     writer.write_scalars(0, {"param_count/autoencoder": state_lib.param_count(state.params)})
     try:
-        return run_loop(
+        state = run_loop(
             stage="ae",
             config=config,
             directory=config.ae_dir,
@@ -277,6 +280,37 @@ def train_autoencoder(config: Config, data: Data | None = None) -> state_lib.AeS
         )
     finally:
         _close_writer(writer)
+    if jax.process_index() == 0:
+        _write_face_check_reference(config, data, state)
+    return state
+
+
+def _write_face_check_reference(config: Config, data: Data, state: state_lib.AeState) -> None:
+    """`<ae_dir>/face_check.json` for the trained autoencoder, unless it is there already."""
+    step = int(np.asarray(state.step.addressable_data(0)))
+    try:
+        existing = face_check.read_reference(config.ae_dir)
+    except ValueError:
+        existing = None
+    if existing is not None and existing["ae_step"] == step:
+        return
+    host = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state)
+    ref = face_check.make_reference(
+        state_lib.build_models(config, axis_name=None),
+        host.params,
+        host.batch_stats,
+        data.table,
+        data.split,
+        dataset=config.dataset,
+        ae_step=step,
+    )
+    path = face_check.write_reference(config.ae_dir, ref)
+    logging.info(
+        "face check: held-out faces score <= %.3f, inputs above %.3f are refused (%s)",
+        ref["held_out_faces"]["max"],
+        ref["threshold"],
+        path,
+    )
 
 
 def load_encoder(config: Config, models: state_lib.Models, mesh) -> tuple[dict, dict]:

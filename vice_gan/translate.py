@@ -12,7 +12,13 @@ video file (anything imageio reads: .mp4, .gif, ...), a folder of frames, a .npy
 and resized to 64x64 like the training data (evaluate.read_clip). `--emotion all` writes the
 input beside the six emotions in one strip.
 
-Failures a user can cause (unknown emotion, unreadable input, a directory that is not a GAN run
+The input must look like the faces the run was trained on (vice_gan/face_check.py: the run's
+own autoencoder's edge agreement, against a threshold measured on held-out subjects when the
+autoencoder was trained); anything else (a landscape, a flat colour, noise) is refused unless
+`--skip_face_check` is given. A run whose autoencoder has no stored reference is translated
+with a warning.
+
+Failures a user can cause (unknown emotion, unreadable or non-face input, a directory that is not a GAN run
 or whose checkpoint does not match its recorded configuration, an unwritable output) end with
 one message and exit code 1 (2 for bad arguments), and no output file is left behind: the
 output is written to a temporary name and renamed only when complete.
@@ -50,6 +56,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="output file, .gif or .mp4")
     parser.add_argument("--seed", type=int, default=0, help="motion noise seed")
     parser.add_argument("--fps", type=float, default=8.0, help="frames per second of the output")
+    parser.add_argument(
+        "--skip_face_check",
+        action="store_true",
+        help="translate the input even if the run's autoencoder finds it unlike the faces it "
+        "was trained on (vice_gan/face_check.py)",
+    )
     args = parser.parse_args(argv)
     emotion = args.emotion.strip().lower()
     if emotion != "all" and emotion not in labels.EMOTIONS:
@@ -175,12 +187,21 @@ def translate(args: argparse.Namespace) -> str:
     import jax.numpy as jnp
     import numpy as np
 
-    from vice_gan import generate, labels, writers
+    from vice_gan import face_check, generate, labels, writers
     from vice_gan.evaluation import evaluate
     from vice_gan.state import MOTION_DIM
 
     config, models, state, step = load_run(args.checkpoint)
     clip = evaluate.read_clip(args.input, config.video_length, config.frame_stride)
+    if not args.skip_face_check:
+        try:
+            warning = face_check.check_clip(
+                config, clip, f"--input={args.input}", "--skip_face_check"
+            )
+        except face_check.NotAFaceError as e:
+            raise TranslateError(str(e)) from None
+        if warning:
+            print(f"vice_gan.translate: warning: {warning}", file=sys.stderr)
     fn = generate.make_translate_fn(config, models)
     key = jax.random.PRNGKey(args.seed)
     if args.emotion == "all":

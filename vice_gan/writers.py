@@ -27,7 +27,11 @@ class MetricWriter:
         from tensorboardX import SummaryWriter  # local import: only the writing process needs it
 
         self._tb = SummaryWriter(logdir, flush_secs=30)
-        self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+        path = os.path.join(logdir, "metrics.jsonl")
+        torn = os.path.exists(path) and os.path.getsize(path) > 0 and not _ends_with_newline(path)
+        self._jsonl = open(path, "a")
+        if torn:  # a kill mid-line: start a new line (rewind drops the torn one)
+            self._jsonl.write("\n")
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -38,10 +42,44 @@ class MetricWriter:
         for k, v in clean.items():
             self._tb.add_scalar(k, v, int(step))
 
+    def rewind(self, step: int) -> None:
+        """Makes metrics.jsonl consistent with a run resumed from checkpoint `step`.
+
+        Drops the lines of steps after `step` (logged by a killed run after its last
+        checkpoint; the resumed run logs them again), keeps one line per step (the last: the
+        step-0 parameter counts are written at every start) and drops a torn last line. The
+        file is rewritten atomically (temp file, then rename). TensorBoard event files are
+        left alone: they are append-only and TensorBoard shows the newest value per step.
+        """
+        if not self.enabled:
+            return
+        self._jsonl.close()
+        path = self._jsonl.name
+        by_step: dict[int, str] = {}
+        with open(path) as f:
+            for line in f:
+                try:
+                    logged = int(json.loads(line)["step"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line torn by a kill
+                if logged <= step:
+                    by_step[logged] = line if line.endswith("\n") else line + "\n"
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(by_step[k] for k in sorted(by_step))
+        os.replace(tmp, path)
+        self._jsonl = open(path, "a")
+
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
             self._jsonl.close()
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def write_json(path: str, obj: object) -> None:

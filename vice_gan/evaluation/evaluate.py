@@ -310,7 +310,8 @@ def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
             frames = face_crop.to_rgb(imageio.imread(path))[None]
         else:
             frames = np.stack([face_crop.to_rgb(np.asarray(f)) for f in imageio.mimread(path)])
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, SyntaxError, EOFError) as e:
+        # PIL raises SyntaxError (and EOFError) for a truncated or corrupt GIF header.
         # First line only: some readers append installation hints to their message.
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot read {path} as a clip: {reason}") from None

@@ -135,8 +135,16 @@ def _can_fork() -> bool:
 class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
     """Procedural face-expression videos with FACS ground truth (TFDS name `synthetic_faces`)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "2.0.0": (
+            "`au` gains AU17 (chin raiser), AU43 (eye closure; partial: drooping lids) and AU64"
+            " (eyes down): 19 columns. Disgust is 4+7+9+10+15+16+25, sadness 1+4+15+17+43+64,"
+            " fear adds AU15, anger AU17; AU9 draws deeper nasal wrinkles, raised nose wings and"
+            " cheeks; a dropped jaw with relaxed lips shows less of the upper teeth."
+        ),
+    }
     BUILDER_CONFIGS = [
         SyntheticFacesConfig(
             name="default",

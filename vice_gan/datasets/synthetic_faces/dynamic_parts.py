@@ -7,10 +7,13 @@ reads at 64x64 (FACS Manual,
 Ekman, Friesen & Hager 2002, describes the appearance changes reproduced here):
   AU1 inner brow up, AU2 outer brow up, AU4 brows down and together with glabella lines,
   AU5 upper lid up (sclera above the iris), AU6 cheeks up with crow's feet and a lower-lid bulge,
-  AU7 lids tightened (lower lid up), AU9 nose wrinkled, nostrils up, medial brow down,
-  AU10 upper lip up (upper teeth), AU12 corners up and out, AU15 corners down, AU16 lower lip
-  down (lower teeth), AU20 lips stretched sideways, AU23 lips thinned, AU25 lips apart,
-  AU26 jaw (and chin) dropped, AU45 eyelids closed.
+  AU7 lids tightened (lower lid up), AU9 nose wrinkled (transverse and oblique lines, nose
+  wings and nostrils up, deeper nasolabial folds, cheeks up, eyes narrowed from below), medial
+  brow down, AU10 upper lip up (upper teeth), AU12 corners up and out, AU15 corners down,
+  AU16 lower lip down (lower teeth), AU17 chin boss up (lower lip pushed up, curved furrow
+  above a dimpled chin), AU20 lips stretched sideways, AU23 lips thinned, AU25 lips apart,
+  AU26 jaw (and chin) dropped, AU43 upper lids lowered (partly: drooping), AU45 eyelids closed,
+  AU64 eyes (and upper lids) turned down.
 """
 
 import numpy as np
@@ -51,10 +54,11 @@ def mouth_geometry(ident: Identity, a: dict) -> dict:
     """Per-frame mouth shape [T, 1, 1] arrays from the lip and jaw AUs.
 
     Returns a dict with: `w` corner half width, `corner` vertical corner offset (+ down), `up`
-    upper-lip lift from AU25/26, `raise10` AU10 upper-lip lift, `down` lower-lip drop,
-    `lip_up`/`lip_lo` lip thicknesses, `drop` chin drop.
+    upper-lip lift from AU25/26, `raise10` AU10 upper-lip lift, `down` lower-lip drop, `push`
+    AU17 lift of the lower lip's middle, `lip_up`/`lip_lo` lip thicknesses, `drop` chin drop.
     """
     a10, a12, a15, a16, a20, a23, a25, a26 = (a[n] for n in (10, 12, 15, 16, 20, 23, 25, 26))
+    a17 = a[17]
     parted = np.maximum(a25, a26)
     thin = (1.0 - 0.55 * a23) * (1.0 - 0.3 * a12) * (1.0 - 0.3 * a20)
     return {
@@ -65,9 +69,11 @@ def mouth_geometry(ident: Identity, a: dict) -> dict:
         "corner": -3.4 * a12 + 3.5 * a15 + 2.0 * a20 + 0.5 * a16,
         "up": 0.4 * a25 + 0.3 * a26 + 0.7 * a12 * parted,
         "raise10": 2.0 * a10,
+        "push": 1.8 * a17,
         "down": 0.9 * a25 + 5.2 * a26 + 2.4 * a16 + 1.8 * a12 * parted + 0.9 * a20 * parted,
         "lip_up": ident.lip_up * thin,
-        "lip_lo": ident.lip_lo * thin * (1.0 + 0.25 * a16),
+        # AU16 everts the lower lip; AU17 pushes it up and out (the pout), so it looks fuller.
+        "lip_lo": ident.lip_lo * thin * (1.0 + 0.25 * a16 + 0.3 * a17),
         "drop": MAX_JAW_DROP / 5.2 * (5.2 * a26 + 0.6 * a16),
     }
 
@@ -85,6 +91,8 @@ def draw_dynamic(cv: Canvas, ident: Identity, a: dict, active: dict) -> None:
     m = mouth_geometry(ident, a)
     if active[26] or active[16]:
         _chin(cv, ident, m)
+    if active[17]:
+        _chin_boss(cv, ident, a, m)
     _cheeks_and_folds(cv, ident, a, m, active)
     _nostrils(cv, ident, a, active)
     _mouth(cv, ident, a, m)
@@ -106,15 +114,40 @@ def _chin(cv: Canvas, ident: Identity, m: dict) -> None:
     static_parts.draw_lower_face(p, ident, p.u, v0)
 
 
+def _chin_boss(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
+    """AU17: the chin boss pushed up, with a deep curved furrow above it and a dimpled skin."""
+    skin = np.asarray(ident.skin, np.float32)
+    a17 = a[17]
+    mw = ident.mouth_w
+    top = ident.mouth_v + ident.lip_lo
+    p = cv.patch(-mw - 1.0, mw + 1.0, top - 1.0, ident.face_bot + 1.0)
+    # Where a beard covers the chin it hides the skin's folds.
+    beard, strength = static_parts.beard_mask(ident, p.u, p.v)
+    bare = 1.0 - strength * beard
+    # The boss bulges up towards the lower lip (which AU17 lifts): its upper outline is the
+    # mentolabial furrow, an arch.
+    cu, cv0 = 0.0, top + 0.5 * m["drop"] + 4.2 - 0.9 * a17
+    rv = 3.0
+    boss = ellipse_sdf(p.u, p.v, cu, cv0, 0.62 * mw, rv)
+    furrow = np.maximum(np.abs(boss) - 0.3, p.v - cv0)
+    p.paint(0.75 * a17 * bare * coverage(furrow, 1.4), skin * 0.5)
+    p.paint(0.35 * a17 * bare * coverage(boss + 0.6, 3.0), np.minimum(skin * 1.08 + 0.03, 1))
+    # The "orange peel" of the wrinkled chin: a few small dimples on the boss.
+    for du, dv in ((-0.35, 0.1), (0.3, -0.1), (0.0, 0.45), (-0.15, -0.35), (0.4, 0.4)):
+        dot = np.hypot(p.u - du * mw, p.v - cv0 - dv * rv) - 0.4
+        p.paint(0.35 * a17 * bare * coverage(dot, 1.5), skin * 0.6)
+
+
 def _cheeks_and_folds(cv: Canvas, ident: Identity, a: dict, m: dict, active: dict) -> None:
     """Cheek raise (AU6, AU12 pushes the cheeks up too) and the nasolabial folds."""
     skin = np.asarray(ident.skin, np.float32)
     for sgn in (-1.0, 1.0):
-        if active[6] or active[12]:
+        if active[6] or active[12] or active[9]:
+            # AU9 pushes the infraorbital triangle up as well, less than AU6 does.
             cu, cv0 = sgn * (ident.eye_sep + 0.5), ident.eye_v + 6.0
             p = cv.patch(cu - 5.0, cu + 5.0, cv0 - 5.0, cv0 + 4.5)
-            lift = 1.6 * a[6] + 0.8 * a[12]
-            strength = np.maximum(a[6], 0.7 * a[12])
+            lift = 1.6 * a[6] + 0.8 * a[12] + 1.0 * a[9]
+            strength = np.maximum(np.maximum(a[6], 0.7 * a[12]), 0.6 * a[9])
             apple = ellipse_sdf(p.u, p.v, cu, cv0 - lift, 3.4, 2.4)
             p.paint(0.45 * strength * coverage(apple, 3.0), np.minimum(skin * 1.08 + 0.05, 1))
             below = np.abs(ellipse_sdf(p.u, p.v, cu, cv0 - lift + 0.3, 3.6, 2.7)) - 0.3
@@ -135,29 +168,46 @@ def _cheeks_and_folds(cv: Canvas, ident: Identity, a: dict, m: dict, active: dic
             segment_sdf(p.u, p.v, nu, nv, mu, mv), segment_sdf(p.u, p.v, mu, mv, eu, ev)
         )
         depth = np.clip(a[12] + 0.7 * a[10] + 0.7 * a[9] + 0.3 * a[6], 0.0, 1.0)
-        p.paint((0.15 + 0.55 * depth) * coverage(fold - 0.35, 1.5), skin * 0.62)
+        # AU9 and AU10 raise the infraorbital triangle against the fold: wider and darker.
+        deep = np.clip(a[9] + a[10], 0.0, 1.0)
+        p.paint(
+            (0.15 + 0.55 * depth) * coverage(fold - 0.35 - 0.3 * deep, 1.5),
+            skin * (0.62 - 0.1 * deep[..., None]),
+        )
 
 
 def _nostrils(cv: Canvas, ident: Identity, a: dict, active: dict) -> None:
     """Nostrils, raised and flared by AU9 (and raised by AU10); AU9's wrinkles on the bridge."""
     skin = np.asarray(ident.skin, np.float32)
-    p = cv.patch(-ident.nose_w - 2.0, ident.nose_w + 2.0, ident.eye_v + 0.5, ident.nose_v + 2.0)
-    lift = 0.8 * a[9] + 0.5 * a[10]
+    nw, ny = ident.nose_w, ident.nose_v
+    p = cv.patch(-nw - 3.0, nw + 3.0, ident.eye_v + 0.5, ny + 2.0)
+    lift = 1.2 * a[9] + 0.5 * a[10]
+    if active[9] or active[10]:
+        # The nose wings are pulled up (AU9 more than AU10): their crease, drawn by the static
+        # layer at rest, is redrawn higher, deeper and wider, with shadow filling the space below.
+        for sgn in (-1.0, 1.0):
+            wu, wv = sgn * 0.8 * nw, ny - 0.1 - lift
+            wing = ellipse_sdf(p.u, p.v, wu, wv, 1.3 + 0.3 * a[9], 1.2)
+            crease = np.maximum(np.abs(wing) - 0.35, wv - 0.8 - p.v)
+            p.paint(np.clip(lift, 0, 1) * 0.6 * coverage(crease), skin * 0.5)
     for sgn in (-1.0, 1.0):
-        nostril = ellipse_sdf(
-            p.u, p.v, sgn * 0.55 * ident.nose_w, ident.nose_v + 0.4 - lift, 0.8 + 0.4 * a[9], 0.5
-        )
+        nostril = ellipse_sdf(p.u, p.v, sgn * 0.55 * nw, ny + 0.4 - lift, 0.8 + 0.4 * a[9], 0.5)
         p.paint(0.85 * coverage(nostril), skin * 0.35)
     if active[9]:
-        # Transverse wrinkles across the root of the nose and oblique "bunny lines" on its sides.
-        for k, dv in enumerate((1.4, 2.6, 3.8)):
-            y = ident.eye_v + dv + 0.25 * p.u * p.u
-            line = np.maximum(np.abs(p.v - y) - 0.3, np.abs(p.u) - (2.0 - 0.25 * k))
-            p.paint(0.8 * a[9] * coverage(line, 1.2), skin * 0.55)
+        # Skin bunched by the shortened nose: deep transverse wrinkles across its root, with the
+        # skin bulging lighter between them, and oblique "bunny lines" down its sides.
+        for k, dv in enumerate((1.2, 2.3, 3.4)):
+            y = ident.eye_v + dv + 0.22 * p.u * p.u
+            half = 2.6 - 0.3 * k
+            line = np.maximum(np.abs(p.v - y) - 0.32, np.abs(p.u) - half)
+            p.paint(0.9 * a[9] * coverage(line, 1.2), skin * 0.45)
+            bulge = np.maximum(np.abs(p.v - y - 0.55) - 0.2, np.abs(p.u) - half + 0.3)
+            p.paint(0.5 * a[9] * coverage(bulge, 1.2), np.minimum(skin * 1.12 + 0.03, 1))
         for sgn in (-1.0, 1.0):
-            u0, v0 = sgn * 1.2, ident.eye_v + 2.0
-            bunny = segment_sdf(p.u, p.v, u0, v0, u0 + sgn * 1.6, v0 + 2.2) - 0.3
-            p.paint(0.7 * a[9] * coverage(bunny, 1.2), skin * 0.55)
+            for k in range(2):
+                u0, v0 = sgn * (1.3 + 0.6 * k), ident.eye_v + 1.8 + 0.6 * k
+                bunny = segment_sdf(p.u, p.v, u0, v0, u0 + sgn * 2.2, v0 + 3.0) - 0.3
+                p.paint((0.8 - 0.2 * k) * a[9] * coverage(bunny, 1.2), skin * 0.5)
 
 
 def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
@@ -179,8 +229,10 @@ def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
     # AU10 lifts the upper lip in a squarish, slightly one-sided sneer (disgust is often
     # asymmetric); the side follows the subject's hair parting so it is stable per subject.
     sneer = np.clip(1 - s2 * s2, 0, 1) * (1.0 + 0.35 * np.sign(ident.parting) * s)
-    ui = mid_up - m["up"] * prof - m["raise10"] * sneer
-    li = mid_lo + m["down"] * prof
+    # AU17 pushes the middle of the lower lip up (and the upper lip a little with it): the
+    # mouth closes into an inverted U.
+    ui = mid_up - m["up"] * prof - m["raise10"] * sneer - 0.35 * m["push"] * prof
+    li = np.maximum(mid_lo + m["down"] * prof - m["push"] * prof, ui)
     bow = 0.3 * ident.lip_up * np.exp(-(((np.abs(s) - 0.3) / 0.16) ** 2))
     uo = ui - m["lip_up"] * ell - bow
     lo = li + m["lip_lo"] * ell
@@ -198,8 +250,11 @@ def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
     open_cov = coverage(d_open)
     p.paint(open_cov, MOUTH_INSIDE)
     # Upper teeth hang from the upper lip; the corners stay dark (buccal corridor).
-    # A stretched fear mouth (AU20) bares the lower teeth more than the upper ones.
-    teeth = vmax(d_open, v - ui - 1.9 * (1.0 - 0.6 * a[20]), (np.abs(s) - 0.78) * w)
+    # A stretched fear mouth (AU20) bares the lower teeth more than the upper ones; a jaw that
+    # drops with relaxed lips (AU26 without AU20, surprise) leaves the upper lip over most of
+    # the upper teeth.
+    show_up = 1.9 * (1.0 - 0.6 * a[20] - 0.5 * a[26] * (1.0 - a[20]))
+    teeth = vmax(d_open, v - ui - show_up, (np.abs(s) - 0.78) * w)
     p.paint(coverage(teeth), TEETH)
     lower_show = np.clip(a[16] + a[20] + 0.6 * a[10], 0.0, 1.0)
     low_teeth = vmax(d_open, li - 1.3 - v, (np.abs(s) - 0.7) * w)
@@ -290,7 +345,12 @@ def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None
     w = ident.eye_w * (1.0 + 0.08 * a5 - 0.06 * a6)
     h_lo = eh * np.maximum(0.8 + 0.15 * a5 - 0.45 * a7 - 0.45 * a6 - 0.3 * a9, 0.15)
     h_up = eh * np.maximum(1.0 + 1.1 * a5 - 0.45 * a7 - 0.35 * a6 - 0.3 * a[4] - 0.35 * a9, 0.2)
-    h_up = h_up * (1.0 - blink) - h_lo * blink  # a blink brings the upper lid to the lower one
+    # AU64 (eyes down): the upper lid follows the gaze down.
+    h_up = h_up - 0.3 * eh * a[64]
+    # A blink (AU45) or eye closure (AU43; partial: drooping lids) brings the upper lid down to
+    # the lower one.
+    close = np.clip(blink + a[43], 0.0, 1.0)
+    h_up = h_up * (1.0 - close) - h_lo * close
     p = cv.patch(
         cu - 1.2 * ident.eye_w - 3.0,
         cu + 1.2 * ident.eye_w + 3.0,
@@ -308,10 +368,9 @@ def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None
     # AU1 without AU2 (sadness) pulls up the inner half of the upper lid and lets the outer
     # half droop: the oblique "triangular" lid of grief.
     oblique = np.clip(a[1] - a[2], 0.0, 1.0)
-    # A sad face usually looks down as well (FACS AU64, not coded here): the upper lid follows
-    # the gaze down and the iris sits low in the opening.
-    lid = 1.0 + 0.45 * oblique * (-sgn * s) - 0.45 * oblique
-    gaze = 0.35 * eh * oblique
+    lid = 1.0 + 0.45 * oblique * (-sgn * s) - 0.2 * oblique
+    # AU64: the iris sits low in the opening.
+    gaze = 0.45 * eh * a[64]
     y_up, y_lo = cy - h_up * base * lid, cy + h_lo * base
     ends = (np.abs(s) - 1.0) * w
     opening = coverage(np.maximum(y_up - v, v - y_lo))
@@ -330,10 +389,11 @@ def _eye(cv: Canvas, ident: Identity, a: dict, sgn: float, active: dict) -> None
         np.abs(v - (cy - (eh * 1.1 + 1.2) * np.sqrt(np.clip(base, 0, 1)))) - 0.25, ends
     )
     p.paint((0.3 - 0.2 * a5) * coverage(crease, 1.3), skin * 0.62)
-    if active[6] or active[7]:
-        # Lower-lid bulge / infraorbital furrow of AU6 and AU7.
+    if active[6] or active[7] or active[9]:
+        # Lower-lid bulge / infraorbital furrow of AU6 and AU7, and of AU9, which pushes the
+        # infraorbital triangle up.
         bulge = np.maximum(np.abs(v - y_lo - 1.1 * np.clip(base, 0, 1) - 0.3) - 0.25, ends)
-        p.paint(0.5 * np.maximum(a6, a7) * coverage(bulge, 1.5), skin * 0.65)
+        p.paint(0.5 * np.maximum(np.maximum(a6, a7), 0.8 * a9) * coverage(bulge, 1.5), skin * 0.65)
     if active[6]:
         # Crow's feet fanning out from the outer corner.
         ou = cu + sgn * (w + 0.6)

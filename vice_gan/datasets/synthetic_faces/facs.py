@@ -5,9 +5,10 @@ The `au` feature of `synthetic_faces` is a float32 [T, NUM_AUS] array whose colu
 roughly FACS intensity E). AU45 (blink) is not part of any prototype: blinks are added on top.
 
 Prototypes follow EMFACS (Friesen & Ekman, 1983) as used by the project's design card:
-happiness 6+12(+25), sadness 1+4+15, surprise 1+2+5+26, fear 1+2+4+5+7+20+26,
-anger 4+5+7+9+10+15+23, disgust 9+15+16(+10). Anger adds the AUs of EMFACS variants that make
-the thesis's FER-2013 classifier recognise the rendered apex far more often
+happiness 6+12(+25), sadness 1+4+15+17 (+43 drooping lids, +64 gaze down), surprise 1+2+5+26,
+fear 1+2+4+5+7+20+26 (+15), anger 4+5+7+9+10+15+17+23, disgust 4+7+9+10+15+16+25. Anger, disgust
+and fear add the AUs of EMFACS variants (or AUs common in posed expressions) that make the
+thesis's FER-2013 classifier recognise the rendered apex far more often
 (data_prep/fer_realism.py). Timelines follow MUG's capture protocol (Aifanti et al., 2010): each
 take starts and ends neutral, with onset -> apex -> offset in between.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from vice_gan import labels
 
 # FACS action units carried per frame, in column order of the `au` feature.
-AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 16, 20, 23, 25, 26, 45)
+AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 16, 17, 20, 23, 25, 26, 43, 45, 64)
 NUM_AUS: int = len(AUS)
 AU_NAMES: dict[int, str] = {
     1: "inner brow raiser",
@@ -33,11 +34,14 @@ AU_NAMES: dict[int, str] = {
     12: "lip corner puller",
     15: "lip corner depressor",
     16: "lower lip depressor",
+    17: "chin raiser",
     20: "lip stretcher",
     23: "lip tightener",
     25: "lips part",
     26: "jaw drop",
+    43: "eyes closure (partial: drooping upper lids)",
     45: "blink",
+    64: "eyes turn down",
 }
 BLINK_AU: int = 45
 
@@ -61,10 +65,10 @@ class ProtoAU:
 # that the rendered apex reads as the emotion at 64x64: the defining AUs are at full weight.
 PROTOTYPES: dict[str, tuple[ProtoAU, ...]] = {
     # Anger 4+5+7+23 with the snarl of EMFACS's 4+5+7+10+23 variant and a wrinkled nose (AU9,
-    # frequent in posed anger): lowered, knitted brows over tightened lids, raised upper lip.
-    # AU15 stands in for the chin raiser AU17 (not coded here), which presses the lower lip up
-    # and turns the mouth down. With 4+5+7+23 alone the FER-2013 classifier saw a neutral face
-    # (0 of 100 apex frames angry); with 9, 10 and 15 it labels far more of them anger.
+    # frequent in posed anger): lowered, knitted brows over tightened lids, raised upper lip,
+    # and the chin raiser AU17 with AU15 pressing the lower lip up and turning the mouth down.
+    # With 4+5+7+23 alone the FER-2013 classifier saw a neutral face (0 of 100 apex frames
+    # angry); with 9, 10, 15 and 17 it labels far more of them anger.
     "anger": (
         ProtoAU(4, 1.0),
         ProtoAU(5, 0.4),
@@ -72,24 +76,50 @@ PROTOTYPES: dict[str, tuple[ProtoAU, ...]] = {
         ProtoAU(9, 1.0),
         ProtoAU(10, 0.8),
         ProtoAU(15, 0.8),
+        ProtoAU(17, 0.6),
         ProtoAU(23, 0.8),
     ),
-    # Disgust 9+15+16, often with 10: wrinkled nose, raised upper lip, lower lip pulled down.
-    "disgust": (ProtoAU(9, 1.0), ProtoAU(15, 0.8), ProtoAU(16, 0.6), ProtoAU(10, 0.9, 0.75)),
-    # Fear 1+2+4+5+7+20+26: raised but flattened brows, wide eyes, stretched open mouth.
+    # Disgust 9+15+16 and 10+16+25 of EMFACS together: the nose wrinkled and shortened (which
+    # also raises the cheeks and narrows the eyes from below), the upper lip raised off the
+    # upper teeth, the lower lip pulled down off the lower ones, the corners of the mouth down,
+    # the lips apart. The brows come down with the nose wrinkle and the lids tighten (AU4 and
+    # AU7 are common in posed disgust). Without 4, 7 and 25 the classifier never labelled an
+    # apex frame disgust; it is the rarest class of its training set.
+    "disgust": (
+        ProtoAU(4, 0.6),
+        ProtoAU(7, 0.8),
+        ProtoAU(9, 1.0),
+        ProtoAU(10, 1.0),
+        ProtoAU(15, 1.0),
+        ProtoAU(16, 0.8),
+        ProtoAU(25, 1.0),
+    ),
+    # Fear 1+2+4+5+7+20+26: raised but flattened brows, wide eyes, stretched open mouth, whose
+    # corners the tensed lower face (AU15, with the platysma) pulls down into a grimace; without
+    # AU15 the stretched lips baring the teeth read as a grin.
     "fear": (
         ProtoAU(1, 1.0),
         ProtoAU(2, 0.7),
         ProtoAU(4, 0.8),
         ProtoAU(5, 1.0),
         ProtoAU(7, 0.5),
+        ProtoAU(15, 0.5),
         ProtoAU(20, 1.0),
         ProtoAU(26, 0.5),
     ),
     # Happiness 6+12, usually 25 too (Duchenne smile, mostly with parted lips in MUG).
     "happiness": (ProtoAU(6, 0.9), ProtoAU(12, 1.0), ProtoAU(25, 0.9, 0.85)),
-    # Sadness 1+4+15: oblique brows (inner corners up), corners of the mouth down.
-    "sadness": (ProtoAU(1, 1.0), ProtoAU(4, 0.6), ProtoAU(15, 1.0)),
+    # Sadness 1+4+15+17 (EMFACS 1+4+15 and 1+4+15+17): oblique brows (inner corners up), the
+    # corners of the mouth down and the chin raised, which pushes the lower lip up into a
+    # pout; the upper lids droop (AU43 at low intensity) and the gaze goes down (AU64).
+    "sadness": (
+        ProtoAU(1, 0.8),
+        ProtoAU(4, 0.7),
+        ProtoAU(15, 1.0),
+        ProtoAU(17, 0.9),
+        ProtoAU(43, 0.6),
+        ProtoAU(64, 0.8),
+    ),
     # Surprise 1+2+5+26: high arched brows, wide eyes, dropped jaw.
     "surprise": (ProtoAU(1, 1.0), ProtoAU(2, 1.0), ProtoAU(5, 1.0), ProtoAU(26, 1.0)),
 }
