@@ -137,6 +137,7 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     )
     state = parallel.put_replicated(state, mesh)
     init_s = time.perf_counter() - start
+    rss_init = peak_rss_mb()
     step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
     noise = jax.jit(
         lambda k: steps.sample_gan_noise(k, config), out_shardings=parallel.batch_sharded(mesh)
@@ -149,6 +150,14 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     start = time.perf_counter()
     compiled = step.lower(state, batch(0)).compile()
     compile_s = time.perf_counter() - start
+    rss_compile = peak_rss_mb()
+    # XLA's own accounting of the step's scratch buffers (activations, gradients, temporaries).
+    memory = compiled.memory_analysis()
+    temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
+    # XLA's count of the step's floating-point operations (multiply-adds count 2).
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
     times = []
     for i in range(args.warmup + args.steps):
         b = batch(i)
@@ -175,6 +184,13 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
         "renders_per_step": renders,
         "g_loss_finite": bool(np.isfinite(loss)),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        # Where the peak comes from: after building and initialising the states, after
+        # compiling (XLA/LLVM's compile-time memory), and the step's XLA scratch buffers.
+        "peak_rss_after_init_mb": round(rss_init, 1),
+        "peak_rss_after_compile_mb": round(rss_compile, 1),
+        "xla_temp_mb": round(temp_mb, 1),
+        "xla_gflop_per_step": round(flops / 1e9, 2),
+        "gflop_per_s": round(flops / 1e9 / med, 1),
     }
 
 
@@ -294,12 +310,14 @@ def print_table(rows: list[dict]) -> None:
     if gan:
         print(
             f"\n{'config':>6} {'compile s':>9} {'s/step':>8} {'videos/s':>8} {'frames/s':>8} "
-            f"{'peak RSS MiB':>12}"
+            f"{'peak RSS MiB':>12} {'after init':>10} {'after compile':>13} {'XLA temp':>8}"
         )
         for r in gan:
             print(
                 f"{r['config']:>6} {r['compile_s']:>9.1f} {r['sec_per_step_median']:>8.3f} "
-                f"{r['videos_per_s']:>8.2f} {r['frames_per_s']:>8.1f} {r['peak_rss_mb']:>12.0f}"
+                f"{r['videos_per_s']:>8.2f} {r['frames_per_s']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+                f"{r['peak_rss_after_init_mb']:>10.0f} {r['peak_rss_after_compile_mb']:>13.0f} "
+                f"{r['xla_temp_mb']:>8.0f}"
             )
     nets = [r for r in rows if r["part"] == "nets"]
     if nets:

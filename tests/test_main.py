@@ -153,3 +153,28 @@ def test_generate_from_a_clip_file(tiny_run, tmp_path):
     assert sorted(os.path.basename(p) for p in paths) == ["face.gif", "face.mp4", "face.npz"]
     arrays = np.load(paths[-1])
     assert arrays["generated"].shape == (1, 6, 13, 64, 64, 3)
+
+
+def test_orbax_routine_logging_quiet_at_default_verbosity():
+    # Orbax's per-save INFO lines and its read-only-manager warnings are dropped at
+    # --verbosity=0; its other warnings and our own INFO lines pass; --verbosity=1 keeps all.
+    import logging
+
+    from absl import logging as absl_logging
+
+    def record(path, level, msg):
+        return logging.LogRecord("absl", level, path, 1, msg, None, None)
+
+    orbax = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    quiet = main._NoLibraryTracebacks()
+    old = absl_logging.get_verbosity()
+    try:
+        absl_logging.set_verbosity(absl_logging.INFO)
+        assert not quiet.filter(record(orbax, logging.INFO, "Saving checkpoint"))
+        assert not quiet.filter(record(orbax, logging.WARNING, "Given directory is read only=x"))
+        assert quiet.filter(record(orbax, logging.WARNING, "Something went wrong"))
+        assert quiet.filter(record("/repo/vice_gan/train.py", logging.INFO, "[gan] step 1"))
+        absl_logging.set_verbosity(1)
+        assert quiet.filter(record(orbax, logging.INFO, "Saving checkpoint"))
+    finally:
+        absl_logging.set_verbosity(old)

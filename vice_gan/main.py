@@ -172,13 +172,22 @@ def _remove_unfinished(created: list[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+# Warnings Orbax gives every time a read-only manager opens the autoencoder's checkpoints.
+_ORBAX_ROUTINE = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
+
+
 class _NoLibraryTracebacks(std_logging.Filter):
-    """Drops the tracebacks Orbax logs for a failed background save: the failure is reported
-    once, as a `CheckpointError` naming the step; the traceback stays at --verbosity=1."""
+    """Quiets Orbax at the default --verbosity=0: drops its routine INFO lines (about 15 per
+    checkpoint save or restore, which buried the progress lines) and the tracebacks it logs for
+    a failed background save (the failure is reported once, as a `CheckpointError` naming the
+    step). Both stay at --verbosity=1."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        if record.exc_info and "orbax" in record.pathname and logging.get_verbosity() < 1:
-            record.exc_info, record.exc_text = None, None
+        if "orbax" not in record.pathname or logging.get_verbosity() >= 1:
+            return True
+        if record.levelno < std_logging.WARNING or record.getMessage().startswith(_ORBAX_ROUTINE):
+            return False
+        record.exc_info, record.exc_text = None, None
         return True
 
 

@@ -135,7 +135,7 @@ def _can_fork() -> bool:
 class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
     """Procedural face-expression videos with FACS ground truth (TFDS name `synthetic_faces`)."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("3.0.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "2.0.0": (
@@ -143,6 +143,14 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
             " (eyes down): 19 columns. Disgust is 4+7+9+10+15+16+25, sadness 1+4+15+17+43+64,"
             " fear adds AU15, anger AU17; AU9 draws deeper nasal wrinkles, raised nose wings and"
             " cheeks; a dropped jaw with relaxed lips shows less of the upper teeth."
+        ),
+        "3.0.0": (
+            "Fear is 1+2+4+5+7+15+20+26 with AU2 at 0.5, AU4 at 1.0 and AU7 at 0.8 (brows drawn"
+            " together and flatter, lower lids tensed); a dropped jaw with relaxed lips (AU26"
+            " without AU20) opens into an upright oval; lips stretched by AU20 bare the teeth"
+            " further back, taper towards the corners and lose the dark corner accents (no"
+            " more dark spots beside a fearful mouth); AU1 with AU4 deepens the central"
+            " forehead lines into the omega of grief."
         ),
     }
     BUILDER_CONFIGS = [

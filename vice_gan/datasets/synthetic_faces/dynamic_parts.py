@@ -67,7 +67,9 @@ def mouth_geometry(ident: Identity, a: dict) -> dict:
         "w": ident.mouth_w
         * (1 + 0.22 * a12 + 0.3 * a20 - 0.14 * a23 - 0.2 * a26 * (1 - a20) + 0.05 * a10),
         "corner": -3.4 * a12 + 3.5 * a15 + 2.0 * a20 + 0.5 * a16,
-        "up": 0.4 * a25 + 0.3 * a26 + 0.7 * a12 * parted,
+        # A jaw dropped with relaxed lips (AU26 without AU20) lifts the upper lip off the teeth
+        # too, so the opening is the upright oval of surprise, not a flat-topped laughing "D".
+        "up": 0.4 * a25 + 0.3 * a26 + 1.2 * a26 * (1 - a20) + 0.7 * a12 * parted,
         "raise10": 2.0 * a10,
         "push": 1.8 * a17,
         "down": 0.9 * a25 + 5.2 * a26 + 2.4 * a16 + 1.8 * a12 * parted + 0.9 * a20 * parted,
@@ -222,7 +224,7 @@ def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
     inside = np.clip(1.0 - s2, 0.0, 1.0)
     ell = np.sqrt(inside)
     # AU20 stretches the opening into a flat-topped, flat-bottomed grimace (fear).
-    prof = inside ** (0.6 - 0.45 * a[20])
+    prof = inside ** (0.6 - 0.3 * a[20])
     # The upper lip line stays flatter than the lower one, as in a real smile or frown.
     mid_up = ident.mouth_v + m["corner"] * np.abs(s) ** 2.4
     mid_lo = ident.mouth_v + m["corner"] * s2
@@ -240,12 +242,13 @@ def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
     lip_cov = coverage(vmax(uo - v, v - lo, ends))
     p.paint(lip_cov, lips)
     p.paint(lip_cov * coverage(v - ui), lips * 0.88)  # the upper lip is in shadow
-    line = np.maximum(np.abs(v - 0.5 * (ui + li)) - 0.3, (np.abs(s) - 1.03) * w)
+    line = np.maximum(np.abs(v - 0.5 * (ui + li)) - 0.3, (np.abs(s) - 1.03) * w + 0.6 * a[20])
     p.paint(0.85 * coverage(line), lips * 0.4)
-    # Corner accents make the corner direction (up: smile, down: frown) legible.
+    # Corner accents make the corner direction (up: smile, down: frown) legible. Lips stretched
+    # sideways (AU20) have no corner pit, so they fade (as does the lip line's overshoot).
     for sgn in (-1.0, 1.0):
         dot = np.hypot(u - sgn * w, v - ident.mouth_v - m["corner"]) - 0.55
-        p.paint(0.55 * coverage(dot, 1.5), lips * 0.45)
+        p.paint(0.55 * (1.0 - 0.8 * a[20]) * coverage(dot, 1.5), lips * 0.45)
     d_open = vmax(ui - v, v - li, ends)
     open_cov = coverage(d_open)
     p.paint(open_cov, MOUTH_INSIDE)
@@ -254,10 +257,12 @@ def _mouth(cv: Canvas, ident: Identity, a: dict, m: dict) -> None:
     # drops with relaxed lips (AU26 without AU20, surprise) leaves the upper lip over most of
     # the upper teeth.
     show_up = 1.9 * (1.0 - 0.6 * a[20] - 0.5 * a[26] * (1.0 - a[20]))
-    teeth = vmax(d_open, v - ui - show_up, (np.abs(s) - 0.78) * w)
+    # Lips stretched sideways (AU20) bare the teeth further back, to the premolars, so the dark
+    # corridor at each corner of the opening stays narrow.
+    teeth = vmax(d_open, v - ui - show_up, (np.abs(s) - 0.78 - 0.12 * a[20]) * w)
     p.paint(coverage(teeth), TEETH)
     lower_show = np.clip(a[16] + a[20] + 0.6 * a[10], 0.0, 1.0)
-    low_teeth = vmax(d_open, li - 1.3 - v, (np.abs(s) - 0.7) * w)
+    low_teeth = vmax(d_open, li - 1.3 - v, (np.abs(s) - 0.7 - 0.15 * a[20]) * w)
     p.paint(lower_show * coverage(low_teeth), TEETH)
     gap = li - ui
     tongue = ellipse_sdf(u, v, 0.0, li - 0.15 * gap, 0.6 * w, 0.3 * gap + 0.01)
@@ -273,10 +278,14 @@ def _forehead(cv: Canvas, ident: Identity, a: dict) -> None:
     raised = np.clip(a[1] + a[2], 0.0, 1.0)
     # AU1 alone wrinkles only the middle of the forehead; AU2 extends the lines sideways.
     length = 2.5 + 2.5 * a[1] + 0.6 * ident.eye_sep * a[2]
+    # AU1 against AU4 (the "grief muscles" of sadness, also in fear) bunches the middle of the
+    # forehead into deeper lines that arch up in the centre: the omega (horseshoe) of sadness.
+    grief = a[1] * a[4]
     for k in range(3):
-        y = brow_v - 5.0 - 1.9 * k - 0.7 * a[1] * np.clip(1 - (p.u / length) ** 2, 0, 1)
+        bump = (0.7 * a[1] + 0.8 * grief) * np.clip(1 - (p.u / length) ** 2, 0, 1)
+        y = brow_v - 5.0 - 1.9 * k - bump
         line = np.maximum(np.abs(p.v - y) - 0.3, np.abs(p.u) - length)
-        p.paint(0.5 * raised * coverage(line, 1.5), skin * 0.7)
+        p.paint((0.5 * raised + 0.35 * grief) * coverage(line, 1.5), skin * 0.65)
     # AU4's corrugator pulls the brow heads together and down: deep vertical furrows between
     # them (two a side at full strength) and, from the procerus, a transverse line at the root
     # of the nose. They are drawn dark because FER-style classifiers see luminance only. The

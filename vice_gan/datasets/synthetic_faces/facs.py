@@ -94,15 +94,16 @@ PROTOTYPES: dict[str, tuple[ProtoAU, ...]] = {
         ProtoAU(16, 0.8),
         ProtoAU(25, 1.0),
     ),
-    # Fear 1+2+4+5+7+20+26: raised but flattened brows, wide eyes, stretched open mouth, whose
-    # corners the tensed lower face (AU15, with the platysma) pulls down into a grimace; without
-    # AU15 the stretched lips baring the teeth read as a grin.
+    # Fear 1+2+4+5+7+20+26: brows raised but drawn together and flattened (AU4 as strong as AU1,
+    # AU2 weaker: unlike surprise's high arch), wide eyes whose lower lids are tensed (AU7),
+    # stretched open mouth, whose corners the tensed lower face (AU15, with the platysma) pulls
+    # down into a grimace; without AU15 the stretched lips baring the teeth read as a grin.
     "fear": (
         ProtoAU(1, 1.0),
-        ProtoAU(2, 0.7),
-        ProtoAU(4, 0.8),
+        ProtoAU(2, 0.5),
+        ProtoAU(4, 1.0),
         ProtoAU(5, 1.0),
-        ProtoAU(7, 0.5),
+        ProtoAU(7, 0.8),
         ProtoAU(15, 0.5),
         ProtoAU(20, 1.0),
         ProtoAU(26, 0.5),
