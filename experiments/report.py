@@ -360,8 +360,10 @@ def write_report(runs_dir: str, out: str, title: str = "VICE-GAN ablation", note
     seeds = sorted({r["seed"] for r in runs})
     first = runs[0]
     lines = [f"# {title}", ""]
+    versions = sorted({str(r.get("dataset_version") or "not recorded") for r in runs})
     lines += [
-        f"Data set `{first['dataset']}`, split seed {first['split_seed']}, {len(runs)} runs: "
+        f"Data set `{first['dataset']}` (version {', '.join(versions)}), split seed "
+        f"{first['split_seed']}, {len(runs)} runs: "
         f"models {sorted({r['model'] for r in runs})} x conditions "
         f"{sorted({r['condition'] for r in runs})} x seeds {seeds}; "
         f"GAN steps {sorted({r['step'] for r in runs})}. Values are mean ± SD over seeds; "

@@ -33,6 +33,9 @@ def test_metrics_json_schema(evaluated):
     assert on_disk == json.loads(json.dumps(result))  # what is returned is what is written
     assert on_disk["schema_version"] == evaluate.SCHEMA_VERSION
     assert on_disk["dataset"] == "synthetic_faces/small" and on_disk["condition"] == "unseen"
+    from vice_gan.datasets.synthetic_faces import builder
+
+    assert on_disk["dataset_version"] == str(builder.SyntheticFaces.VERSION)
     assert on_disk["model"] == 4  # single frame, frozen (Table 2)
     assert on_disk["variant"]["content_encoding"] == "single"
     assert on_disk["config_fingerprint"] == config_lib.fingerprint(config, "gan")

@@ -6,7 +6,7 @@ real clip of that subject and emotion. Every figure goes to `<workdir>/metrics.j
 definition, data set, condition, variant and number of clips; real-clip references stand
 beside the generated figures.
 
-metrics.json (schema_version 2):
+metrics.json (schema_version 2; dataset_version: the TFDS version of the data evaluated on):
   schema_version, dataset, condition, model (thesis Table 2 number, or null for a variant
   outside it), variant {content_encoding, ae_weights, category_to, ae_type, ae_size},
   config_fingerprint (config.fingerprint(config, 'gan')), step, seed, split_seed, eval_input,
@@ -193,6 +193,7 @@ def evaluate(
     result = {
         "schema_version": SCHEMA_VERSION,
         "dataset": config.dataset,
+        "dataset_version": _dataset_version(config),
         "condition": config.condition,
         "model": THESIS_MODELS.get((config.content_encoding, config.ae_weights)),
         "variant": {
@@ -281,6 +282,13 @@ def _in_domain_scores(
     }
     scores["num_gallery_clips"] = len(gallery["subject"])
     return scores, nets
+
+
+def _dataset_version(config: Config) -> str:
+    """The prepared data set's TFDS version (figures of other versions are not comparable)."""
+    from vice_gan.datasets import registry
+
+    return str(registry.make_builder(config.dataset, config.data_dir).version)
 
 
 def read_clip(path: str, video_length: int, frame_stride: int) -> np.ndarray:
