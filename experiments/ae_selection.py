@@ -170,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": config.ae_num_steps,
             }
             print(f"{ae_type} {size}: MSE {mse:.6f} SSIM {ssim:.4f}", flush=True)
+    from vice_gan.datasets import registry
+
+    version = registry.make_builder(args.dataset, base.data_dir).version
     notes = (
-        f"Data set `{args.dataset}`, split seed {args.split_seed}, seed {args.seed}, scale "
+        f"Data set `{args.dataset}` (version {version}), split seed {args.split_seed}, seed "
+        f"{args.seed}, scale "
         f"`{args.scale}` ({overrides}); {len(frames)} test-subject frames (every "
         f"{args.frame_every}th frame of every test video). Command: `python "
         f"experiments/ae_selection.py {' '.join(sys.argv[1:] if argv is None else argv)}`."
