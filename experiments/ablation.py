@@ -16,8 +16,8 @@ step, current schema) and has generate outputs is skipped; a killed run resumes 
 checkpoint (train_* resume automatically); a finished run missing only its samples renders them.
 
 Scales: `paper` takes experiments/paper.flags as is (the thesis's widths, batches and steps);
-`quick` is QUICK below: small widths and few steps, sized for about 2-3 CPU minutes per run on
-2 cores (16 runs in about 40 minutes).
+`quick` is QUICK below: small widths and few steps, about 3.5-5 minutes per run on 2 CPU cores
+(the committed report: 16 runs in 75 min of running, two autoencoders included).
 """
 
 from __future__ import annotations
