@@ -333,9 +333,9 @@ def init_gan_state(config: Config, models: state_lib.Models, mesh):
     return txs, parallel.put_replicated(state, mesh)
 
 
-def sample_inputs(config: Config, data: Data, rows: int = 4) -> np.ndarray:
-    """Identity sources for sample grids: one evaluation input clip per test subject."""
-    pairs = input_pipeline.eval_pairs(
+def eval_pairs(config: Config, data: Data) -> dict[str, np.ndarray]:
+    """The run's evaluation pairs (input clip, target clip and label) for its condition."""
+    return input_pipeline.eval_pairs(
         data.table,
         data.split,
         config.condition,
@@ -344,6 +344,11 @@ def sample_inputs(config: Config, data: Data, rows: int = 4) -> np.ndarray:
         config.seed,
         config.eval_input,
     )
+
+
+def sample_inputs(config: Config, data: Data, rows: int = 4) -> np.ndarray:
+    """Identity sources for sample grids: one evaluation input clip per test subject."""
+    pairs = eval_pairs(config, data)
     _, first = np.unique(pairs["subject"], return_index=True)
     return pairs["input"][np.sort(first)[:rows]]
 

@@ -145,15 +145,7 @@ def evaluate(
     mesh = parallel.make_mesh()
     state, step = load_gan_state(config, mesh)
     models = state_lib.build_models(config, axis_name=None)
-    pairs = input_pipeline.eval_pairs(
-        data.table,
-        data.split,
-        config.condition,
-        config.video_length,
-        config.frame_stride,
-        config.seed,
-        config.eval_input,
-    )
+    pairs = train.eval_pairs(config, data)
     n = len(pairs["target_label"])
     logging.info("evaluating step %d on %d pairs", step, n)
     fakes = translate_pairs(config, state, models, pairs["input"], pairs["target_label"])

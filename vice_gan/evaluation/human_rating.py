@@ -111,7 +111,6 @@ def export(runs: list[str], per_emotion: int, out: str, seed: int) -> dict:
     import jax
 
     from vice_gan import generate, train, translate, writers
-    from vice_gan.datasets import input_pipeline
     from vice_gan.state import MOTION_DIM
 
     if per_emotion < 1:
@@ -125,15 +124,7 @@ def export(runs: list[str], per_emotion: int, out: str, seed: int) -> dict:
         if data_key not in datasets:
             datasets[data_key] = train.load_data(config)
         data = datasets[data_key]
-        pairs = input_pipeline.eval_pairs(
-            data.table,
-            data.split,
-            config.condition,
-            config.video_length,
-            config.frame_stride,
-            config.seed,
-            config.eval_input,
-        )
+        pairs = train.eval_pairs(config, data)
         label = _model_label(config, used)
         fn = generate.make_translate_fn(config, models)
         rng = np.random.default_rng(np.random.SeedSequence([seed, r]))
