@@ -102,14 +102,16 @@ def build(args, name: str) -> tuple[Config, state_lib.Models, state_lib.Models]:
         models = dataclasses.replace(
             models, generator=models.generator.clone(upconv_impl=args.upconv_impl)
         )
-        if args.conv_impl == "default":
-            return models
-        return dataclasses.replace(
-            models,
-            encoder=models.encoder.clone(conv_impl=args.conv_impl),
-            dimg=models.dimg.clone(conv_impl=args.conv_impl),
-            dvid=models.dvid.clone(conv_impl=args.conv_impl),
-        )
+        if args.conv_impl != "default":
+            models = dataclasses.replace(
+                models,
+                encoder=models.encoder.clone(conv_impl=args.conv_impl),
+                dimg=models.dimg.clone(conv_impl=args.conv_impl),
+                dvid=models.dvid.clone(conv_impl=args.conv_impl),
+            )
+        if args.dvid_impl:
+            models = dataclasses.replace(models, dvid=models.dvid.clone(conv_impl=args.dvid_impl))
+        return models
 
     models = variant(state_lib.build_models(config))
     local = variant(state_lib.build_models(config, axis_name=None))
@@ -358,8 +360,14 @@ def main() -> None:
         "--conv_impl",
         choices=("default", "gemm", "native"),
         default="default",
-        help="D_I/D_V/encoder convs: each network's default (D_V gemm, encoder mixed, D_I "
+        help="D_I/D_V/encoder convs: each network's default (D_V auto, encoder mixed, D_I "
         "native), all products (gemm), or all lax convs as nn.Conv (native: before)",
+    )
+    parser.add_argument(
+        "--dvid_impl",
+        choices=("auto", "gemm", "mixed", "slices", "native", "winograd", "winograd_mixed"),
+        default=None,
+        help="D_V's convs only (layers.VideoConv.impl), after --conv_impl",
     )
     parser.add_argument(
         "--upconv_impl",
@@ -397,6 +405,7 @@ def main() -> None:
         "cores": len(os.sched_getaffinity(0)),
         "precision": args.precision,
         "conv_impl": args.conv_impl,
+        "dvid_impl": args.dvid_impl,
         "upconv_impl": args.upconv_impl,
         "reuse_fakes": not args.render_twice,
     }

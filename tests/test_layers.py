@@ -265,10 +265,16 @@ def test_native_impl_equals_gemm_impl():
         impl: layers.StridedConv(5, 4, stride=2, padding=1, impl=impl).apply(
             {"params": {"kernel": w}}, x
         )
-        for impl in ("gemm", "mixed", "native")
+        for impl in ("gemm", "mixed", "native", "auto")
     }
     _assert_close(got["gemm"], got["native"])
     _assert_close(got["mixed"], got["native"])
+    _assert_close(got["auto"], got["native"])
+    assert [layers.choose_conv_impl(hw) for hw in ((1, 1), (2, 2), (4, 4))] == [
+        "gemm",
+        "gemm",
+        "mixed",
+    ]
     with pytest.raises(ValueError, match="impl"):
         layers.StridedConv(5, 4, impl="nope").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="taps"):
@@ -277,10 +283,11 @@ def test_native_impl_equals_gemm_impl():
         layers.strided_conv(x[:, :1, :1], w, 2, 0)
     with pytest.raises(ValueError, match="forward"):
         layers.conv_taps(x[None], w[None], 2, 1, forward="nope")
-    with pytest.raises(ValueError, match="2-D"):
-        layers.conv_taps(
-            jnp.zeros((5, 1, 8, 8, 3)), jnp.zeros((4, 4, 4, 3, 2)), 2, 1, forward="lax"
-        )
+    # forward='lax' on clips: XLA's 2-D convs per temporal tap (`conv_slices`), same conv.
+    clip, kernel = _rand(34, (5, 1, 8, 8, 3)), _rand(35, (4, 4, 4, 3, 2))
+    _assert_close(
+        layers.conv_taps(clip, kernel, 2, 1, forward="lax"), layers.conv_taps(clip, kernel, 2, 1)
+    )
 
 
 def test_space_to_depth_inverts_depth_to_space():

@@ -285,7 +285,10 @@ def test_conv_impls_equal_native(net):
             size=size, ae_type="sae", width_divisor=8, conv_impl=i
         )
         x = _frames(16, 3)
-    impls = ("gemm", "native") if net == "dvid" else ("gemm", "mixed", "native")
+    if net == "dvid":
+        impls = ("auto", "gemm", "mixed", "slices", "winograd", "winograd_mixed", "native")
+    else:
+        impls = ("auto", "gemm", "mixed", "native")
     got = _grads_by_impl(make, impls, x)
     want = jax.tree.leaves(got.pop("native"))
     for impl, tree in got.items():

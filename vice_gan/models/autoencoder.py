@@ -104,9 +104,10 @@ class Encoder(nn.Module):
         ae_type: 'sae' (one code) | 'vae' (mean and log-variance).
         code_dim: code size (thesis: 50).
         width_divisor: divides every conv width (min 1); 1 = the thesis, tests use 8.
-        conv_impl: `layers.StridedConv.impl`: 'mixed' (lax forward, products backward: the
-            fastest on XLA:CPU), 'gemm' or 'native' (nn.Conv's lax conv, whose backward pass is
-            3.6x slower here); equal outputs and gradients.
+        conv_impl: `layers.StridedConv.impl`: 'auto' ('mixed' per layer, 'gemm' on maps of
+            2x2 or less), 'mixed' (lax forward, products backward), 'gemm' or 'native'
+            (nn.Conv's lax conv, whose backward pass is 3.6x slower here); equal outputs and
+            gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
@@ -115,7 +116,7 @@ class Encoder(nn.Module):
     ae_type: str
     code_dim: int = 50
     width_divisor: int = 1
-    conv_impl: str = "mixed"
+    conv_impl: str = "auto"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 

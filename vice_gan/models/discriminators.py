@@ -79,15 +79,17 @@ class VideoDiscriminator(nn.Module):
     Attributes:
         ndf: base width (thesis/MoCoGAN: 64).
         num_classes: number of emotion categories (6).
-        conv_impl: `layers.VideoConv.impl`: 'gemm' (XLA:CPU's 3-D conv gradients are ~50x
-            slower) or 'native' (nn.Conv's lax conv); equal outputs and gradients.
+        conv_impl: `layers.VideoConv.impl`: 'auto' (per layer, the fastest on XLA:CPU:
+            Winograd along time for the four hidden layers), 'winograd', 'winograd_mixed',
+            'gemm', 'mixed', 'slices' or 'native' (nn.Conv's 3-D lax conv, whose gradients
+            XLA:CPU runs ~50x slower); equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """
 
     ndf: int = 64
     num_classes: int = 6
-    conv_impl: str = "gemm"
+    conv_impl: str = "auto"
     dtype: layers.Dtype = jnp.float32
     axis_name: str | None = None
 

@@ -6,7 +6,8 @@ input) several times slower than PyTorch/oneDNN. `Project1x1To4x4` is the genera
 (a stride-1 transposed convolution of a 1x1 map), which is just a matrix product.
 `StridedConv` (2-D) and `VideoConv` (3-D, time-major) are nn.Conv without bias, computed by
 `conv_taps` as space-to-depth + matrix products, because XLA:CPU's gradients of strided and 3-D
-convolutions are one to two orders of magnitude slower than its matrix products. All tensors
+convolutions are one to two orders of magnitude slower than its matrix products; `VideoConv`
+shares work between D_V's temporal taps by Winograd's algorithm (`winograd.py`). All tensors
 are channels-last (NHWC; clips [T, B, H, W, C] inside `VideoConv`).
 
 Kernel convention (UpConv2x, Project1x1To4x4): the parameter 'kernel' has shape
@@ -25,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from jax import lax
+
+from vice_gan.models import winograd
 
 Dtype = jnp.dtype | type
 Initializer = Callable[..., jax.Array]
@@ -240,6 +243,23 @@ _UPCONV_IMPLS = {
 }
 
 
+def choose_upconv_impl(in_shape: Sequence[int], features: int) -> str:
+    """`UpConv2x`'s impl for 'auto', from the input [N, H, W, C_in] (per device) and C_out.
+
+    'gemm' for RGB outputs (C_out <= 4), C_in >= 512, or N*H*W*C_in*C_out >= 2**29 (the
+    thesis's widths at 32 clips), else 'phases'. Forward + backward (ms) on 2-core XLA:CPU:
+      ngf=64, 512 frames: 4x4x512 -> 256 gemm 365 / phases 455; 8x8x256 -> 128 500 / 645;
+        16x16x128 -> 64 802 / 1631; 32x32x64 -> RGB 186 / 893.
+      ngf=32, 256 frames: 4x4x256 -> 128 60 / 48; 8x8x128 -> 64 99 / 79; 16x16x64 -> 32
+        151 / 139.  ngf=16, 128 frames: 16x16x32 -> 16 36 / 20; 32x32x16 -> RGB 25 / 33.
+      64 frames, 4x4x512 -> 256: 41 / 54.
+    """
+    n, h, w, cin = in_shape
+    if features <= 4 or cin >= 512 or n * h * w * cin * features >= 2**29:
+        return "gemm"
+    return "phases"
+
+
 class UpConv2x(nn.Module):
     """PyTorch `ConvTranspose2d(C_in, features, k, stride=2, padding, output_padding, bias=False)`.
 
@@ -255,12 +275,9 @@ class UpConv2x(nn.Module):
         impl: 'phases' (four stride-1 convs + interleave), 'gemm' (one matrix product +
             shifted sums, `upconv2x_gemm`), 'fused' (one stride-1 conv with 4*features
             outputs + depth_to_space), 'reference' (lhs-dilated conv = what nn.ConvTranspose
-            runs), or 'auto': 'gemm' for C_in >= 256 or features <= 4, else 'phases' (forward +
-            backward per layer on 2-core XLA:CPU, e.g. ngf=64, 64 frames: 4x4x512 -> 8x8x256
-            90 vs 121 ms, 32x32x64 -> RGB 31 vs 63 ms; 16x16x128 -> 32x32x64 174 vs 139 ms).
-            All are numerically equal. Generator fwd+bwd, ngf=64, 64 frames: phases 0.32 s,
-            fused 0.39 s, reference 2.7 s (its backward pass is the slow part); on GPU
-            'reference' may be the one to use.
+            runs), or 'auto' (`choose_upconv_impl`). All are numerically equal. Generator
+            fwd+bwd, ngf=64, 64 frames: phases 0.32 s, fused 0.39 s, reference 2.7 s (its
+            backward pass is the slow part); on GPU 'reference' may be the one to use.
         kernel_init: initialiser of the [k, k, C_in, features] kernel (DCGAN N(0, 0.02)).
         dtype: computation dtype (parameters stay float32).
     """
@@ -277,7 +294,7 @@ class UpConv2x(nn.Module):
         """Upsamples [N, H, W, C_in] -> [N, 2H, 2W, features]."""
         impl = self.impl
         if impl == "auto":
-            impl = "gemm" if x.shape[-1] >= 256 or self.features <= 4 else "phases"
+            impl = choose_upconv_impl(x.shape, self.features)
         if impl not in _UPCONV_IMPLS:
             raise ValueError(
                 f"UpConv2x impl must be 'auto' or one of {sorted(_UPCONV_IMPLS)}, got {self.impl!r}"
@@ -523,23 +540,44 @@ def conv_taps(
         stride, padding: spatial, per axis (symmetric zero padding).
         taps: 'input' | 'block' | 'output' | 'auto'.
         time_taps: 'stack' | 'sum'.
-        forward: 'products' (the above) or 'lax' (2-D only: the forward pass by
-            lax.conv_general_dilated, which XLA:CPU runs well, the gradient by products).
+        forward: 'products' (the above) or 'lax' (the forward pass by XLA's 2-D
+            convolutions, `conv_slices`, which XLA:CPU runs well on small maps; the gradient
+            by products).
 
     Returns:
         [T - kt + 1, N, Ho, Wo, C_out], Ho = (H + 2p - k) // s + 1.
     """
     if forward not in ("products", "lax"):
         raise ValueError(f"forward must be 'products' or 'lax', got {forward!r}")
-    if forward == "lax" and (x.shape[0], kernel.shape[0]) != (1, 1):
-        raise ValueError("forward='lax' is for 2-D convs (T = kt = 1)")
     return _conv_taps_remat(stride, padding, taps, time_taps, forward, x, kernel)
+
+
+def conv_slices(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """The same conv as `conv_taps` by XLA's own 2-D convolutions, one per temporal tap.
+
+    y[t] = sum_dt conv2d(x[t + dt], kernel[dt]): frames and clips fold into the 2-D batch (a
+    free reshape, time-major). When kt * C_in <= 16 (D_V's RGB input) the kt frames are first
+    stacked into channels and one conv runs instead: a 3-channel conv leaves XLA's kernels
+    mostly idle. Autodiff gives the gradients (lax's conv transposes).
+
+    Args/returns as `conv_taps`.
+    """
+    if kernel.shape[0] > 1 and kernel.shape[0] * kernel.shape[3] <= 16:
+        x, kernel = _stack_time(x, kernel)
+    kt = kernel.shape[0]
+    tp = x.shape[0] - kt + 1
+    pad = ((padding, padding),) * 2
+    y = None
+    for dt in range(kt):
+        xs = x[dt : dt + tp]
+        part = conv_reference(xs.reshape(-1, *xs.shape[2:]), kernel[dt], (stride, stride), pad)
+        y = part if y is None else y + part
+    return y.reshape(tp, x.shape[1], *y.shape[1:])
 
 
 def _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward):
     if forward == "lax":
-        pad = ((padding, padding),) * 2
-        return conv_reference(x[0], kernel[0], (stride, stride), pad)[None]
+        return conv_slices(x, kernel, stride, padding)
     return _conv_taps(x, kernel, stride, padding, taps, time_taps)
 
 
@@ -658,7 +696,18 @@ def conv_reference(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Arr
     )
 
 
-_CONV_IMPLS = ("gemm", "mixed", "native")
+_CONV_IMPLS = ("auto", "gemm", "mixed", "native")
+
+
+def choose_conv_impl(out_hw: tuple[int, int]) -> str:
+    """`StridedConv`'s impl for 'auto': 'gemm' for outputs of at most 2x2 pixels, else 'mixed'.
+
+    On the last layers of the large encoder XLA's convolution (forward) leaves the cores idle
+    while im2col + one product does not: 4x4x256 -> 2x2x512, 128 frames, forward 34 vs 14 ms
+    (2-core XLA:CPU, AVX2); from 8x8 outputs on, 'mixed' is as fast or faster. Their
+    gradients are the same products either way.
+    """
+    return "gemm" if out_hw[0] * out_hw[1] <= 4 else "mixed"
 
 
 class StridedConv(nn.Module):
@@ -679,7 +728,7 @@ class StridedConv(nn.Module):
         kernel_size: k.
         stride: s.
         padding: p, symmetric zero padding.
-        impl: 'mixed' | 'gemm' | 'native'.
+        impl: 'mixed' | 'gemm' | 'native' | 'auto' (per layer, `choose_conv_impl`).
         taps: `conv_taps`' 'input' | 'block' | 'output' | 'auto' (gemm and mixed).
         kernel_init: initialiser of the kernel.
         dtype: computation dtype (parameters stay float32).
@@ -689,7 +738,7 @@ class StridedConv(nn.Module):
     kernel_size: int
     stride: int = 1
     padding: int = 0
-    impl: str = "mixed"
+    impl: str = "auto"
     taps: str = "auto"
     kernel_init: Initializer = dcgan_kernel_init
     dtype: Dtype = jnp.float32
@@ -702,11 +751,39 @@ class StridedConv(nn.Module):
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        if self.impl == "native":
+        impl = self.impl
+        if impl == "auto":
+            ho = conv_output_size(x.shape[1], k, self.stride, self.padding)
+            wo = conv_output_size(x.shape[2], k, self.stride, self.padding)
+            impl = choose_conv_impl((ho, wo))
+        if impl == "native":
             pad = ((self.padding, self.padding),) * 2
             return conv_reference(x, kernel, (self.stride,) * 2, pad)
-        forward = "lax" if self.impl == "mixed" else "products"
+        forward = "lax" if impl == "mixed" else "products"
         return strided_conv(x, kernel, self.stride, self.padding, self.taps, forward)
+
+
+_VIDEO_IMPLS = ("auto", "gemm", "mixed", "slices", "native", "winograd", "winograd_mixed")
+
+
+def choose_video_impl(out_shape: Sequence[int], kernel_time: int, in_channels: int) -> str:
+    """`VideoConv`'s impl for 'auto', from the output [T', B, Ho, Wo, C_out] (per device).
+
+    'winograd' wherever time has taps to share (kt > 1 and T' > 1) on a feature map (C_in > 4:
+    D_V's layers 2 to 4):
+    D_V forward + backward (`experiments/benchmark.py --parts nets --nets D_V --dvid_impl`),
+    2-core XLA:CPU (AVX2): ndf=16, 8 clips 345 -> 273 ms; ndf=32, 16 clips 2978 -> 1827 ms;
+    ndf=64, 32 clips 9484 -> 5587 ms against the previous per-layer choice of 'mixed'/'gemm'.
+    Its transforms and strided frame slices cost more than they save on RGB input (D_V's
+    first layer, whose kt frames 'mixed' stacks into 12 channels for one 2-D conv: D_V
+    forward + backward at ndf=16 with it in Winograd form spent ~60 ms more there).
+    Otherwise (also the head: one output frame) 'mixed' up to 2**21 output values, else 'gemm':
+    XLA's 2-D convolutions run small forward passes faster than the products, large ones
+    slower; their gradients are slower throughout.
+    """
+    if kernel_time > 1 and out_shape[0] > 1 and in_channels > 4:
+        return "winograd"
+    return "mixed" if math.prod(out_shape) <= 2**21 else "gemm"
 
 
 class VideoConv(nn.Module):
@@ -719,10 +796,16 @@ class VideoConv(nn.Module):
         kernel_size: k (space).
         stride: s (space).
         padding: p (space).
-        impl: 'gemm' (`conv_taps`, forward and gradients) or 'native' (XLA's 3-D conv, whose
-            gradients are ~50x slower: D_V, ndf=16, 8 clips, forward + backward 5.4 s vs
-            0.23 s); 'mixed' is not offered, XLA's 3-D forward pass being slower too.
+        impl: 'gemm' (`conv_taps`, forward and gradients), 'mixed' (forward by XLA's 2-D
+            convs, `conv_slices`; gradients by `conv_taps`), 'slices' (`conv_slices` and
+            its autodiff gradients), 'native' (XLA's 3-D conv, whose gradients are ~50x
+            slower: D_V, ndf=16, 8 clips, forward + backward 5.4 s vs 0.23 s), 'winograd'
+            (Winograd F(winograd_tile, kt) along time, `winograd.conv_time_winograd`, each
+            of its spatial convs by `conv_taps`; 'winograd_mixed': those by 'mixed'), or
+            'auto' (per layer by `choose_video_impl`). All are numerically equal.
         taps, kernel_init, dtype: as `StridedConv`.
+        winograd_tile: output frames per Winograd tile (F(m, kt); 4: 7 products per 4
+            frames instead of 16).
     """
 
     features: int
@@ -730,22 +813,37 @@ class VideoConv(nn.Module):
     kernel_size: int
     stride: int = 1
     padding: int = 0
-    impl: str = "gemm"
+    impl: str = "auto"
     taps: str = "auto"
+    winograd_tile: int = 4
     kernel_init: Initializer = dcgan_kernel_init
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """[T, B, H, W, C_in] -> [T - kt + 1, B, Ho, Wo, features] (time-major)."""
-        if self.impl not in ("gemm", "native"):
-            raise ValueError(f"impl must be 'gemm' or 'native', got {self.impl!r}")
-        k, kt = self.kernel_size, self.kernel_time
+        if self.impl not in _VIDEO_IMPLS:
+            raise ValueError(f"impl must be one of {_VIDEO_IMPLS}, got {self.impl!r}")
+        k, kt, s, p = self.kernel_size, self.kernel_time, self.stride, self.padding
         shape = (kt, k, k, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        if self.impl == "native":
-            pad = ((0, 0),) + ((self.padding, self.padding),) * 2
-            y = conv_reference(jnp.swapaxes(x, 0, 1), kernel, (1, self.stride, self.stride), pad)
+        impl = self.impl
+        if impl == "auto":
+            t, b, h, w, _ = x.shape
+            out = (t - kt + 1, b, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+            impl = choose_video_impl((*out, self.features), kt, x.shape[-1])
+        if impl == "native":
+            pad = ((0, 0),) + ((p, p),) * 2
+            y = conv_reference(jnp.swapaxes(x, 0, 1), kernel, (1, s, s), pad)
             return jnp.swapaxes(y, 0, 1)
-        return conv_taps(x, kernel, self.stride, self.padding, self.taps)
+        if impl == "slices":
+            return conv_slices(x, kernel, s, p)
+        forward = "lax" if impl in ("mixed", "winograd_mixed") else "products"
+        if impl.startswith("winograd") and kt > 1 and x.shape[0] - kt + 1 > 1:
+
+            def spatial(frames: jax.Array, kernel2d: jax.Array) -> jax.Array:
+                return conv_taps(frames, kernel2d[None], s, p, self.taps, forward=forward)
+
+            return winograd.conv_time_winograd(x, kernel, self.winograd_tile, spatial)
+        return conv_taps(x, kernel, s, p, self.taps, forward=forward)

@@ -1,0 +1,90 @@
+"""Tests of vice_gan.models.winograd: the Toom-Cook matrices and the temporal Winograd conv."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from vice_gan.models import layers, winograd
+
+
+@pytest.mark.parametrize("m,r", [(1, 4), (2, 4), (3, 4), (4, 4), (2, 3), (4, 3), (3, 2)])
+def test_toom_cook_computes_the_correlation(m, r):
+    at, g, bt = winograd.toom_cook(m, r)
+    a = m + r - 1
+    assert at.shape == (m, a) and g.shape == (a, r) and bt.shape == (a, a)
+    rng = np.random.default_rng(m * 10 + r)
+    for _ in range(3):
+        d, w = rng.normal(size=a), rng.normal(size=r)
+        want = [sum(d[i + k] * w[k] for k in range(r)) for i in range(m)]
+        np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), want, atol=1e-12)
+
+
+def test_toom_cook_counts_and_limits():
+    # F(4, 4): 7 products for 4 outputs of a 4-tap filter (direct: 16).
+    assert winograd.toom_cook(4, 4)[0].shape == (4, 7)
+    with pytest.raises(ValueError, match="points"):
+        winograd.toom_cook(8, 4)
+    assert [winograd.num_tiles(n, 4) for n in (1, 4, 5, 13)] == [1, 1, 2, 4]
+
+
+def _conv3d(x, w, s, p):
+    # nn.Conv's 3-D computation on [B, T, H, W, C]: the definition.
+    pad = ((0, 0), (p, p), (p, p))
+    conv = nn.Conv(w.shape[-1], w.shape[:3], strides=(1, s, s), padding=pad, use_bias=False)
+    return conv.apply({"params": {"kernel": w}}, x)
+
+
+def _winograd(x, w, s, p, m, forward="products"):
+    def spatial(frames, k2):
+        return layers.conv_taps(frames, k2[None], s, p, forward=forward)
+
+    y = winograd.conv_time_winograd(jnp.swapaxes(x, 0, 1), w, m, spatial)
+    return jnp.swapaxes(y, 0, 1)
+
+
+def _assert_close(got, want, rel=2e-5):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=rel * float(np.max(np.abs(want))))
+
+
+@pytest.mark.parametrize("t", [4, 5, 7, 8, 10, 13])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("forward", ["products", "lax"])
+def test_winograd_conv_equals_nn_conv3d_with_gradients(t, m, forward):
+    # D_V's layer: kernel (4, 4, 4), stride (1, 2, 2), padding (0, 1, 1); output lengths that
+    # fill the last tile and ones that do not (zero-padded, cropped).
+    key = jax.random.split(jax.random.key(t * 10 + m), 3)
+    x = jax.random.normal(key[0], (2, t, 8, 6, 3))
+    w = jax.random.normal(key[1], (4, 4, 4, 3, 5))
+    ct = jax.random.normal(key[2], (2, t - 3, 4, 3, 5))
+
+    @jax.jit
+    def both(x, w):
+        out = {}
+        for name, fn in {
+            "ref": lambda x, w: _conv3d(x, w, 2, 1),
+            "wino": lambda x, w: _winograd(x, w, 2, 1, m, forward),
+        }.items():
+            y, vjp = jax.vjp(fn, x, w)
+            out[name] = (y, *vjp(ct))
+        return out
+
+    got = both(x, w)
+    for a, b in zip(got["wino"], got["ref"], strict=True):
+        _assert_close(a, b)
+
+
+@pytest.mark.parametrize("impl", ["winograd", "winograd_mixed"])
+def test_video_conv_winograd_impl_equals_native(impl):
+    # The module path (and kt = 1, or a single output frame, fall back to the direct form).
+    x = jax.random.normal(jax.random.key(3), (7, 2, 8, 8, 4))  # time-major
+    for kt, s, p in ((4, 2, 1), (1, 2, 1), (7, 1, 0)):
+        k = 4 if s == 2 else 8
+        w = jax.random.normal(jax.random.key(kt), (kt, k, k, 4, 3))
+        ours = layers.VideoConv(3, kt, k, stride=s, padding=p, impl=impl)
+        ref = layers.VideoConv(3, kt, k, stride=s, padding=p, impl="native")
+        y = ours.apply({"params": {"kernel": w}}, x)
+        _assert_close(y, ref.apply({"params": {"kernel": w}}, x))
