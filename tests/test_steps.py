@@ -153,9 +153,13 @@ def test_same_seed_same_parameters(mesh2):
     assert _bits(a.gen_params) != _bits(c.gen_params)
 
 
-def _assert_same_update(initial, a, b, tol=1e-4):
+def _assert_same_update(initial, a, b, tol=5e-3):
     """Per-leaf: the parameter change (= the gradient, for SGD with lr 1) agrees to `tol`
-    relative to the leaf's largest change. A 2x gradient error would show as 0.5-1.0."""
+    relative to the leaf's largest change. A 2x gradient error would show as 0.5-1.0, and
+    Flax's one-pass BN variance made 1 and 2 devices differ by ~3e-2. The bound sits above
+    float32 rounding: on an AVX2 CPU two 1-device runs of the TINY step whose D_V and encoder
+    convolutions differ only in summation order (gemm vs mixed/Winograd forms) differ by up
+    to 9.4e-4 in the generator's leaves (train-mode BatchNorm on 2 clips amplifies rounding)."""
     leaves0 = jax.tree_util.tree_leaves_with_path(jax.device_get(initial))
     for (path, x0), x1, x2 in zip(
         leaves0,

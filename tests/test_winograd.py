@@ -88,3 +88,12 @@ def test_video_conv_winograd_impl_equals_native(impl):
         ref = layers.VideoConv(3, kt, k, stride=s, padding=p, impl="native")
         y = ours.apply({"params": {"kernel": w}}, x)
         _assert_close(y, ref.apply({"params": {"kernel": w}}, x))
+
+
+def test_auto_picks_winograd_on_d_v_hidden_layers_of_real_size():
+    # [T', B, Ho, Wo, C_out] per device; ndf=16, 8 clips: layers 2-4 in Winograd form.
+    assert layers.choose_video_impl((10, 8, 16, 16, 32), 4, 16) == "winograd"
+    assert layers.choose_video_impl((4, 8, 4, 4, 128), 4, 64) == "winograd"
+    assert layers.choose_video_impl((13, 8, 32, 32, 16), 4, 3) == "mixed"  # RGB input layer
+    assert layers.choose_video_impl((1, 8, 1, 1, 7), 4, 128) == "mixed"  # head: one frame
+    assert layers.choose_video_impl((4, 2, 4, 4, 16), 4, 8) == "mixed"  # tiny

@@ -770,7 +770,9 @@ def choose_video_impl(out_shape: Sequence[int], kernel_time: int, in_channels: i
     """`VideoConv`'s impl for 'auto', from the output [T', B, Ho, Wo, C_out] (per device).
 
     'winograd' wherever time has taps to share (kt > 1 and T' > 1) on a feature map (C_in > 4:
-    D_V's layers 2 to 4):
+    D_V's layers 2 to 4) with at least 2**16 output values (its 7 products per layer and
+    their transforms only pay on real sizes; tiny test networks keep fewer operations to
+    compile):
     D_V forward + backward (`experiments/benchmark.py --parts nets --nets D_V --dvid_impl`),
     2-core XLA:CPU (AVX2): ndf=16, 8 clips 345 -> 273 ms; ndf=32, 16 clips 2978 -> 1827 ms;
     ndf=64, 32 clips 9484 -> 5587 ms against the previous per-layer choice of 'mixed'/'gemm'.
@@ -781,7 +783,7 @@ def choose_video_impl(out_shape: Sequence[int], kernel_time: int, in_channels: i
     XLA's 2-D convolutions run small forward passes faster than the products, large ones
     slower; their gradients are slower throughout.
     """
-    if kernel_time > 1 and out_shape[0] > 1 and in_channels > 4:
+    if kernel_time > 1 and out_shape[0] > 1 and in_channels > 4 and math.prod(out_shape) >= 2**16:
         return "winograd"
     return "mixed" if math.prod(out_shape) <= 2**21 else "gemm"
 
