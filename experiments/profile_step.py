@@ -152,7 +152,8 @@ def main() -> None:
             }
         )
     )
-    print(f"\nconfig {args.config}: wall {1000 * wall:.0f} ms/step, operations {sum(groups.values()):.0f} ms")
+    ops_ms = sum(groups.values())
+    print(f"\nconfig {args.config}: wall {1000 * wall:.0f} ms/step, operations {ops_ms:.0f} ms")
     print(f"{'ms/step':>8}  network/direction/kind")
     for key, ms in groups.most_common():
         if ms >= 0.5:

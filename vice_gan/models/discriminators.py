@@ -80,9 +80,9 @@ class VideoDiscriminator(nn.Module):
         ndf: base width (thesis/MoCoGAN: 64).
         num_classes: number of emotion categories (6).
         conv_impl: `layers.VideoConv.impl`: 'auto' (per layer, the fastest on XLA:CPU:
-            Winograd along time for the four hidden layers), 'winograd', 'winograd_mixed',
-            'gemm', 'mixed', 'slices' or 'native' (nn.Conv's 3-D lax conv, whose gradients
-            XLA:CPU runs ~50x slower); equal outputs and gradients.
+            Winograd along time for layers 2-4, `layers.choose_video_impl`), 'winograd',
+            'winograd_mixed', 'gemm', 'mixed', 'slices' or 'native' (nn.Conv's 3-D lax conv,
+            whose gradients XLA:CPU runs ~50x slower); equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """

@@ -702,9 +702,9 @@ _CONV_IMPLS = ("auto", "gemm", "mixed", "native")
 def choose_conv_impl(out_hw: tuple[int, int]) -> str:
     """`StridedConv`'s impl for 'auto': 'gemm' for outputs of at most 2x2 pixels, else 'mixed'.
 
-    On the last layers of the large encoder XLA's convolution (forward) leaves the cores idle
-    while im2col + one product does not: 4x4x256 -> 2x2x512, 128 frames, forward 34 vs 14 ms
-    (2-core XLA:CPU, AVX2); from 8x8 outputs on, 'mixed' is as fast or faster. Their
+    On the last layer of the large encoder (4x4x256 -> 2x2x512) XLA's convolution (forward)
+    leaves the cores idle while im2col + one product does not (2-core XLA:CPU, AVX2, 128
+    frames: about 2x faster); from 8x8 outputs on, 'mixed' is as fast or faster. Their
     gradients are the same products either way.
     """
     return "gemm" if out_hw[0] * out_hw[1] <= 4 else "mixed"

@@ -14,7 +14,8 @@ infinity, multiply pointwise, interpolate). For D_V (kt = 4) with F(4, 4) that i
 convolutions per 4 output frames instead of 16: layer by layer (output lengths 13, 10, 7, 4 at
 T = 16) 28/52, 21/40, 14/28, 7/16 of the multiply-adds, forward and backward alike (autodiff of
 a linear transform, a product and a linear transform). The transforms are sums of frames with
-small constant weights; the spatial convolutions go through `layers.conv_taps`.
+small constant weights; the spatial convolutions go through `layers.conv_taps`. D_V's RGB first
+layer keeps the time-stacked direct form (`layers.choose_video_impl` says why).
 
 The result equals the direct convolution in exact arithmetic; in float32 it differs by rounding
 (tests/test_winograd.py measures it against nn.Conv).
