@@ -128,19 +128,18 @@ def real_batch(config: Config, rng: np.random.Generator) -> dict[str, np.ndarray
     }
 
 
-def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
-    """Compile time and steady-state speed of the whole GAN step."""
+def gan_state(config: Config, models, mesh):
+    """(optimisers, replicated GAN state) from a freshly initialised autoencoder's encoder."""
     txs = state_lib.gan_optimizers(config)
-    ae_tx = state_lib.adam(config.ae_lr, config)
-    start = time.perf_counter()
-    ae = state_lib.create_ae_state(config, models, ae_tx, 0)
+    ae = state_lib.create_ae_state(config, models, state_lib.adam(config.ae_lr, config), 0)
     state = state_lib.create_gan_state(
         config, models, txs, ae.params["encoder"], ae.batch_stats["encoder"], 0
     )
-    state = parallel.put_replicated(state, mesh)
-    init_s = time.perf_counter() - start
-    rss_init = peak_rss_mb()
-    step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
+    return txs, parallel.put_replicated(state, mesh)
+
+
+def gan_batches(config: Config, mesh):
+    """batch(i): one fixed random real batch plus step i's noise, sharded over the mesh."""
     noise = jax.jit(
         lambda k: steps.sample_gan_noise(k, config), out_shardings=parallel.batch_sharded(mesh)
     )
@@ -148,6 +147,18 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
 
     def batch(i: int) -> dict:
         return {**data, **noise(jax.random.PRNGKey(i))}
+
+    return batch
+
+
+def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
+    """Compile time and steady-state speed of the whole GAN step."""
+    start = time.perf_counter()
+    txs, state = gan_state(config, models, mesh)
+    init_s = time.perf_counter() - start
+    rss_init = peak_rss_mb()
+    step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
+    batch = gan_batches(config, mesh)
 
     start = time.perf_counter()
     compiled = step.lower(state, batch(0)).compile()

@@ -31,7 +31,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +38,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import benchmark  # noqa: E402
 
 from vice_gan import parallel, steps  # noqa: E402
-from vice_gan import state as state_lib  # noqa: E402
 
 NETWORKS = ("VideoDiscriminator", "ImageDiscriminator", "Generator", "Encoder", "MotionNet")
 _COPY_WORDS = ("pad", "slice", "concatenate", "stack", "transpose", "copy", "bitcast")
@@ -114,18 +112,9 @@ def main() -> None:
 
     config, models, _ = benchmark.build(args, args.config)
     mesh = parallel.make_mesh()
-    txs = state_lib.gan_optimizers(config)
-    ae = state_lib.create_ae_state(config, models, state_lib.adam(config.ae_lr, config), 0)
-    state = state_lib.create_gan_state(
-        config, models, txs, ae.params["encoder"], ae.batch_stats["encoder"], 0
-    )
-    state = parallel.put_replicated(state, mesh)
+    txs, state = benchmark.gan_state(config, models, mesh)
     step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh, donate_state=False)
-    noise = jax.jit(
-        lambda k: steps.sample_gan_noise(k, config), out_shardings=parallel.batch_sharded(mesh)
-    )
-    data = parallel.put_batch(benchmark.real_batch(config, np.random.default_rng(0)), mesh)
-    batch = {**data, **noise(jax.random.PRNGKey(0))}
+    batch = benchmark.gan_batches(config, mesh)(0)
     print(f"compiling config {args.config} ...", file=sys.stderr, flush=True)
     compiled = step.lower(state, batch).compile()
     meta = op_metadata(compiled.as_text())

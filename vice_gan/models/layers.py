@@ -774,8 +774,8 @@ def choose_video_impl(out_shape: Sequence[int], kernel_time: int, in_channels: i
     their transforms only pay on real sizes; tiny test networks keep fewer operations to
     compile):
     D_V forward + backward (`experiments/benchmark.py --parts nets --nets D_V --dvid_impl`),
-    2-core XLA:CPU (AVX2): ndf=16, 8 clips 345 -> 273 ms; ndf=32, 16 clips 2978 -> 1827 ms;
-    ndf=64, 32 clips 9484 -> 5587 ms against the previous per-layer choice of 'mixed'/'gemm'.
+    2-core XLA:CPU (AVX2), 'auto' against 'gemm' in one sitting: ndf=16, 8 clips 291 vs
+    323 ms; ndf=64, 32 clips 4404 vs 8068 ms (BENCHMARKS.md).
     Its transforms and strided frame slices cost more than they save on RGB input (D_V's
     first layer, whose kt frames 'mixed' stacks into 12 channels for one 2-D conv: D_V
     forward + backward at ndf=16 with it in Winograd form spent ~60 ms more there).
@@ -783,9 +783,10 @@ def choose_video_impl(out_shape: Sequence[int], kernel_time: int, in_channels: i
     XLA's 2-D convolutions run small forward passes faster than the products, large ones
     slower; their gradients are slower throughout.
     """
-    if kernel_time > 1 and out_shape[0] > 1 and in_channels > 4 and math.prod(out_shape) >= 2**16:
+    size = math.prod(out_shape)
+    if kernel_time > 1 and out_shape[0] > 1 and in_channels > 4 and size >= 2**16:
         return "winograd"
-    return "mixed" if math.prod(out_shape) <= 2**21 else "gemm"
+    return "mixed" if size <= 2**21 else "gemm"
 
 
 class VideoConv(nn.Module):
