@@ -16,7 +16,8 @@ Parts (--parts):
   gan   the whole GAN step (D_I, D_V, G + R_m updates): AOT compile time, then warm-up steps
         and the median of --steps timed steps; videos/s, real frames/s, generated frames/s.
   nets  every network alone at the step's batch sizes, forward and forward + backward (grads of
-        a scalar w.r.t. parameters and input) in train mode, each jitted; median ms.
+        a scalar w.r.t. parameters and input) in train mode, each jitted; median ms, and the
+        compile time of each.
   ae    autoencoder pre-training step (--ae_size/--ae_type, batch --ae_batch): images/s.
   eval  evaluation throughput: generated clips/s through `make_translate_fn`, and clips/s of
         generation + SSIM + MSE + ACD (encoder) + FER mini-Xception (random weights: timing only).
@@ -232,10 +233,13 @@ def bench_nets(args, config: Config, local) -> dict:
 
         fwd, bwd = jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1)))
         row = {}
-        for tag, fn in (("fwd_ms", fwd), ("fwd_bwd_ms", bwd)):
-            jax.block_until_ready(fn(variables["params"], x))
-            times = timed(fn, variables["params"], x, reps=args.net_reps)
-            row[tag] = round(1000 * statistics.median(times), 2)
+        for tag, fn in (("fwd", fwd), ("fwd_bwd", bwd)):
+            start = time.perf_counter()
+            compiled = fn.lower(variables["params"], x).compile()
+            row[f"{tag}_compile_s"] = round(time.perf_counter() - start, 2)
+            jax.block_until_ready(compiled(variables["params"], x))
+            times = timed(compiled, variables["params"], x, reps=args.net_reps)
+            row[f"{tag}_ms"] = round(1000 * statistics.median(times), 2)
         out[net] = row
     return {"part": "nets", "networks": out, "peak_rss_mb": round(peak_rss_mb(), 1)}
 
@@ -334,10 +338,16 @@ def print_table(rows: list[dict]) -> None:
             )
     nets = [r for r in rows if r["part"] == "nets"]
     if nets:
-        print(f"\n{'config':>6} {'network':<8} {'fwd ms':>9} {'fwd+bwd ms':>11}")
+        print(
+            f"\n{'config':>6} {'network':<8} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+            f"{'fwd compile s':>13} {'fwd+bwd compile s':>17}"
+        )
         for r in nets:
             for net, v in r["networks"].items():
-                print(f"{r['config']:>6} {net:<8} {v['fwd_ms']:>9.1f} {v['fwd_bwd_ms']:>11.1f}")
+                print(
+                    f"{r['config']:>6} {net:<8} {v['fwd_ms']:>9.1f} {v['fwd_bwd_ms']:>11.1f} "
+                    f"{v['fwd_compile_s']:>13.2f} {v['fwd_bwd_compile_s']:>17.2f}"
+                )
     for r in rows:
         if r["part"] == "ae":
             print(
