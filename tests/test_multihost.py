@@ -145,10 +145,10 @@ def runs(tmp_path_factory):
     each): the same global mesh and batch, so every step must agree."""
     base = tmp_path_factory.getbasetemp()
     root = tmp_path_factory.mktemp("multihost")
-    # The XLA cache is shared with test_resume, whose children compile the same one-process
-    # steps (conftest's two devices): one compilation per session for both modules.
+    # The run's XLA cache (conftest.py), shared with test_resume, whose children compile the
+    # same one-process steps (conftest's two devices), on whichever xdist worker they run.
     cache = dict(
-        JAX_COMPILATION_CACHE_DIR=str(base / "xla_cache_shared"),
+        JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )

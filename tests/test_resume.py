@@ -93,9 +93,9 @@ AE_STEPS, GAN_STEPS = 4, 5
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    """Data set and XLA cache shared by every child of the session."""
+    """Data set shared by every child of this worker; the run's XLA cache (conftest.py)."""
     base = tmp_path_factory.getbasetemp()
-    return {"data_dir": str(base / "tfds_shared"), "cache": str(base / "xla_cache_shared")}
+    return {"data_dir": str(base / "tfds_shared"), "cache": os.environ["JAX_COMPILATION_CACHE_DIR"]}
 
 
 def run_child(shared, *flags, hook=None, timeout=300):
