@@ -93,7 +93,12 @@ def run_ours(args, name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="16,32,64", help=f"comma list of {list(CONFIGS)}")
-    parser.add_argument("--pairs", type=int, default=3, help="peer/ours runs per config (>= 3 where time allows; 2 at '64')")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="peer/ours runs per config (>= 3 where time allows; 2 at '64')",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process")
     parser.add_argument("--warmup", type=int, default=2, help="our untimed steps after compiling")
     parser.add_argument("--peer_warmup", type=int, default=3, help="the peer's untimed steps")

@@ -13,7 +13,8 @@ Configurations (T = 16 frames, 64x64 RGB): '16' = ngf = ndf = 16, 8 clips + 8 im
 all devices, the state donated), `steps.make_ae_step`, `generate.make_translate_fn`.
 
 Parts (--parts):
-  gan   the whole GAN step (D_I, D_V, G + R_m updates): AOT compile time, then warm-up steps
+  gan   the whole GAN step (D_I, D_V, G + R_m updates): AOT compile time (compile_s: tracing
+        and lowering, trace_lower_s, plus XLA's compilation), then warm-up steps
         and the median of --steps timed steps; videos/s, real frames/s, generated frames/s.
   nets  every network alone at the step's batch sizes, forward and forward + backward (grads of
         a scalar w.r.t. parameters and input) in train mode, each jitted; median ms, and the
@@ -161,8 +162,13 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
     batch = gan_batches(config, mesh)
 
+    first = batch(0)
+    jax.block_until_ready(first)
+    # Tracing + lowering to StableHLO (Python, one core), then XLA's compilation.
     start = time.perf_counter()
-    compiled = step.lower(state, batch(0)).compile()
+    lowered = step.lower(state, first)
+    lower_s = time.perf_counter() - start
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     rss_compile = peak_rss_mb()
     # XLA's own accounting of the step's scratch buffers (activations, gradients, temporaries).
@@ -188,6 +194,7 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     return {
         "part": "gan",
         "compile_s": round(compile_s, 2),
+        "trace_lower_s": round(lower_s, 2),
         "init_s": round(init_s, 2),
         "first_step_s": round(times[0], 3),
         "sec_per_step_median": round(med, 4),

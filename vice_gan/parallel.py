@@ -20,6 +20,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vice_gan import xla_options
+
 AXIS = "batch"
 PyTree = Any
 
@@ -83,10 +85,15 @@ def shard_step(fn: Callable, mesh: Mesh, *, donate_state: bool = True) -> Callab
     """jit(shard_map(fn)) for fn(state, batch) -> (state, metrics).
 
     The state is replicated, the batch split along its leading axis, and the outputs (the new
-    state and the pmean'd metrics) replicated. The state's buffers are donated.
+    state and the pmean'd metrics) replicated. The state's buffers are donated. Compiled with
+    `xla_options.step_options()`.
     """
     sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
-    return jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
+    return jax.jit(
+        sharded,
+        donate_argnums=(0,) if donate_state else (),
+        compiler_options=xla_options.step_options(),
+    )
 
 
 def _cluster_detected() -> bool:

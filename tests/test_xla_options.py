@@ -1,0 +1,46 @@
+"""Compiler options of the train steps: CPU-only, never over the user's XLA_FLAGS, accepted."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vice_gan import parallel, xla_options
+
+LEGACY = {"xla_cpu_use_fusion_emitters": False}
+
+
+def test_cpu_gets_the_options_other_backends_none():
+    assert xla_options.step_options("cpu", "") == LEGACY
+    assert xla_options.step_options("gpu", "") == {}
+    assert xla_options.step_options("tpu", "") == {}
+
+
+def test_users_xla_flags_win():
+    others = "--xla_force_host_platform_device_count=2"
+    assert xla_options.step_options("cpu", others) == LEGACY
+    for given in ("--xla_cpu_use_fusion_emitters=true", f"{others} --xla_cpu_use_fusion_emitters"):
+        assert xla_options.step_options("cpu", given) == {}
+
+
+def test_environment_is_read_by_default(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    assert xla_options.step_options("cpu") == {}
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert xla_options.step_options("cpu") == LEGACY
+
+
+def test_a_sharded_step_compiles_and_runs_with_them():
+    # An unknown option name would fail here (XLA rejects it at compile time).
+    def fn(state, batch):
+        total = parallel.pmean(jnp.sum(batch["x"] * state["w"]))
+        return {"w": state["w"] + total}, {"total": total}
+
+    mesh = parallel.make_mesh()
+    step = parallel.shard_step(fn, mesh, donate_state=False)
+    state = parallel.put_replicated({"w": jnp.ones(3)}, mesh)
+    x = np.arange(2 * 4 * 3, dtype=np.float32).reshape(8, 3)
+    new, metrics = step(state, parallel.put_batch({"x": x}, mesh))
+    # pmean over devices of per-shard sums = the global sum / devices.
+    expected = x.sum() / len(jax.devices())
+    np.testing.assert_allclose(float(metrics["total"]), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(new["w"]), 1 + expected, rtol=1e-6)
