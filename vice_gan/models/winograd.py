@@ -14,8 +14,9 @@ infinity, multiply pointwise, interpolate). For D_V (kt = 4) with F(4, 4) that i
 convolutions per 4 output frames instead of 16: layer by layer (output lengths 13, 10, 7, 4 at
 T = 16) 28/52, 21/40, 14/28, 7/16 of the multiply-adds, forward and backward alike (autodiff of
 a linear transform, a product and a linear transform). The transforms are sums of frames with
-small constant weights; the spatial convolutions go through `layers.conv_taps`. D_V's RGB first
-layer keeps the time-stacked direct form (`layers.choose_video_impl` says why).
+small constant weights; the spatial convolutions go through `layers.conv_taps`, all seven in
+one loop. D_V's RGB first layer keeps the time-stacked direct form, and layers with small
+outputs a direct form that compiles faster (`layers.choose_video_impl` says why).
 
 The result equals the direct convolution in exact arithmetic; in float32 it differs by rounding
 (tests/test_winograd.py measures it against nn.Conv).
@@ -98,9 +99,13 @@ def conv_time_winograd(x: jax.Array, kernel: jax.Array, m: int, spatial_conv) ->
     # Frame i of every tile: x[i], x[i + m], ..., one strided slice per i.
     frames = [x[i : i + m * (tiles - 1) + 1 : m] for i in range(a)]
     taps = [kernel[dt] for dt in range(kt)]
-    products = [
-        spatial_conv(_combine(bt[j], frames), _combine(g[j], taps)) for j in range(a)
-    ]  # each [tiles, N, Ho, Wo, C_out]
+    # The a products have one shape, so they run as one loop (lax.map) whose body XLA compiles
+    # once instead of a times: D_V's forward + backward at ndf=16 compiled in 5.5 s instead of
+    # 8.1 s, at the same speed (BENCHMARKS.md, compile time).
+    inputs = jnp.stack([_combine(bt[j], frames) for j in range(a)])
+    kernels = jnp.stack([_combine(g[j], taps) for j in range(a)])
+    stacked = jax.lax.map(lambda vk: spatial_conv(*vk), (inputs, kernels))
+    products = [stacked[j] for j in range(a)]  # each [tiles, N, Ho, Wo, C_out]
     outs = [_combine(at[u], products) for u in range(m)]
     y = jnp.stack(outs, axis=1)  # [tiles, m, N, Ho, Wo, C_out]
     y = y.reshape(tiles * m, *y.shape[2:])
