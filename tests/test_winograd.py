@@ -36,11 +36,11 @@ def _conv3d(x, w, s, p):
     return conv.apply({"params": {"kernel": w}}, x)
 
 
-def _winograd(x, w, s, p, m, forward="products"):
+def _winograd(x, w, s, p, m, forward="products", loop=True):
     def spatial(frames, k2):
         return layers.conv_taps(frames, k2[None], s, p, forward=forward)
 
-    y = winograd.conv_time_winograd(jnp.swapaxes(x, 0, 1), w, m, spatial)
+    y = winograd.conv_time_winograd(jnp.swapaxes(x, 0, 1), w, m, spatial, loop)
     return jnp.swapaxes(y, 0, 1)
 
 
@@ -54,6 +54,16 @@ def _assert_close(got, want, rel=2e-5):
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("forward", ["products", "lax"])
 def test_winograd_conv_equals_nn_conv3d_with_gradients(t, m, forward):
+    _check_against_nn_conv3d(t, m, forward, loop=True)
+
+
+@pytest.mark.parametrize("t", [5, 13])
+def test_winograd_products_unrolled_equal_nn_conv3d_with_gradients(t):
+    # The large-layer form (`layers.choose_winograd_loop`): seven separate products.
+    _check_against_nn_conv3d(t, 4, "products", loop=False)
+
+
+def _check_against_nn_conv3d(t, m, forward, loop):
     # D_V's layer: kernel (4, 4, 4), stride (1, 2, 2), padding (0, 1, 1); output lengths that
     # fill the last tile and ones that do not (zero-padded, cropped).
     key = jax.random.split(jax.random.key(t * 10 + m), 3)
@@ -66,7 +76,7 @@ def test_winograd_conv_equals_nn_conv3d_with_gradients(t, m, forward):
         out = {}
         for name, fn in {
             "ref": lambda x, w: _conv3d(x, w, 2, 1),
-            "wino": lambda x, w: _winograd(x, w, 2, 1, m, forward),
+            "wino": lambda x, w: _winograd(x, w, 2, 1, m, forward, loop),
         }.items():
             y, vjp = jax.vjp(fn, x, w)
             out[name] = (y, *vjp(ct))
@@ -97,3 +107,11 @@ def test_auto_picks_winograd_on_d_v_hidden_layers_of_real_size():
     assert layers.choose_video_impl((13, 8, 32, 32, 16), 4, 3) == "mixed"  # RGB input layer
     assert layers.choose_video_impl((1, 8, 1, 1, 7), 4, 128) == "mixed"  # head: one frame
     assert layers.choose_video_impl((4, 2, 4, 4, 16), 4, 8) == "mixed"  # tiny
+
+
+def test_winograd_loop_on_small_layers_only():
+    # D_V's hidden layers at ndf=16 with 8 clips (layers 2-4) loop; at ndf=64 with 32 they don't.
+    for out in ((10, 8, 16, 16, 32), (7, 8, 8, 8, 64), (4, 8, 4, 4, 128)):
+        assert layers.choose_winograd_loop(out)
+    for out in ((10, 32, 16, 16, 128), (7, 32, 8, 8, 256), (4, 32, 4, 4, 512)):
+        assert not layers.choose_winograd_loop(out)

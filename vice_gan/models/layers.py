@@ -789,6 +789,16 @@ def choose_video_impl(out_shape: Sequence[int], kernel_time: int, in_channels: i
     return "mixed" if size <= 2**21 else "gemm"
 
 
+def choose_winograd_loop(out_shape: Sequence[int]) -> bool:
+    """Whether a Winograd layer with output [T', B, Ho, Wo, C_out] runs its products as one
+    loop (`winograd.conv_time_winograd`'s `loop`): below 2**20 output values, where compile
+    time is a large share of a run. Whole step, 2-core XLA:CPU (BENCHMARKS.md): ndf=16 (all
+    three layers below) compiled in 25.5-29.7 s instead of 35.4-37.7 s at the same step time;
+    at ndf=64 (all at or above) the loop took 3684 instead of 2839 MiB of XLA scratch.
+    """
+    return math.prod(out_shape) < 2**20
+
+
 class VideoConv(nn.Module):
     """nn.Conv(features, (kt, k, k), strides=(1, s, s), padding=((0, 0), (p, p), (p, p)),
     use_bias=False) on *time-major* clips, computed as products (see `StridedConv`).
@@ -831,10 +841,10 @@ class VideoConv(nn.Module):
         shape = (kt, k, k, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape)
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        t, b, h, w, _ = x.shape
+        out = (t - kt + 1, b, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
         impl = self.impl
         if impl == "auto":
-            t, b, h, w, _ = x.shape
-            out = (t - kt + 1, b, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
             impl = choose_video_impl((*out, self.features), kt, x.shape[-1])
         if impl == "native":
             pad = ((0, 0),) + ((p, p),) * 2
@@ -848,5 +858,6 @@ class VideoConv(nn.Module):
             def spatial(frames: jax.Array, kernel2d: jax.Array) -> jax.Array:
                 return conv_taps(frames, kernel2d[None], s, p, self.taps, forward=forward)
 
-            return winograd.conv_time_winograd(x, kernel, self.winograd_tile, spatial)
+            loop = choose_winograd_loop((*out, self.features))
+            return winograd.conv_time_winograd(x, kernel, self.winograd_tile, spatial, loop)
         return conv_taps(x, kernel, s, p, self.taps, forward=forward)

@@ -15,7 +15,7 @@ convolutions per 4 output frames instead of 16: layer by layer (output lengths 1
 T = 16) 28/52, 21/40, 14/28, 7/16 of the multiply-adds, forward and backward alike (autodiff of
 a linear transform, a product and a linear transform). The transforms are sums of frames with
 small constant weights; the spatial convolutions go through `layers.conv_taps`, all seven in
-one loop. D_V's RGB first layer keeps the time-stacked direct form, and layers with small
+one loop on small layers. D_V's RGB first layer keeps the time-stacked direct form, and layers with small
 outputs a direct form that compiles faster (`layers.choose_video_impl` says why).
 
 The result equals the direct convolution in exact arithmetic; in float32 it differs by rounding
@@ -75,7 +75,9 @@ def num_tiles(out_len: int, m: int) -> int:
     return -(-out_len // m)
 
 
-def conv_time_winograd(x: jax.Array, kernel: jax.Array, m: int, spatial_conv) -> jax.Array:
+def conv_time_winograd(
+    x: jax.Array, kernel: jax.Array, m: int, spatial_conv, loop: bool = True
+) -> jax.Array:
     """VALID stride-1 correlation along time by F(m, kt), spatial part by `spatial_conv`.
 
     Args:
@@ -84,6 +86,8 @@ def conv_time_winograd(x: jax.Array, kernel: jax.Array, m: int, spatial_conv) ->
         m: output frames per tile (F(m, kt)); the last tile is zero-padded and cropped.
         spatial_conv: (frames [F, N, H, W, C_in], kernel [k, k, C_in, C_out]) ->
             [F, N, Ho, Wo, C_out], the same 2-D conv applied to every frame.
+        loop: the m + kt - 1 products as one loop (`lax.map`: XLA compiles one body, but
+            the loop's stacked operands take more memory) or as separate products.
 
     Returns:
         [T - kt + 1, N, Ho, Wo, C_out].
@@ -99,13 +103,17 @@ def conv_time_winograd(x: jax.Array, kernel: jax.Array, m: int, spatial_conv) ->
     # Frame i of every tile: x[i], x[i + m], ..., one strided slice per i.
     frames = [x[i : i + m * (tiles - 1) + 1 : m] for i in range(a)]
     taps = [kernel[dt] for dt in range(kt)]
-    # The a products have one shape, so they run as one loop (lax.map) whose body XLA compiles
-    # once instead of a times: D_V's forward + backward at ndf=16 compiled in 5.5 s instead of
-    # 8.1 s, at the same speed (BENCHMARKS.md, compile time).
-    inputs = jnp.stack([_combine(bt[j], frames) for j in range(a)])
-    kernels = jnp.stack([_combine(g[j], taps) for j in range(a)])
-    stacked = jax.lax.map(lambda vk: spatial_conv(*vk), (inputs, kernels))
-    products = [stacked[j] for j in range(a)]  # each [tiles, N, Ho, Wo, C_out]
+    # The a products have one shape, so they can run as one loop (lax.map) whose body XLA
+    # compiles once instead of a times: D_V's forward + backward at ndf=16 compiled in 5.5 s
+    # instead of 8.1 s at the same speed; on large layers the loop's stacked operands cost
+    # memory (the step at ndf=64: 3684 against 2839 MiB of XLA scratch; BENCHMARKS.md).
+    inputs = [_combine(bt[j], frames) for j in range(a)]
+    kernels = [_combine(g[j], taps) for j in range(a)]
+    if loop:
+        stacked = jax.lax.map(lambda vk: spatial_conv(*vk), (jnp.stack(inputs), jnp.stack(kernels)))
+        products = [stacked[j] for j in range(a)]
+    else:
+        products = [spatial_conv(v, k) for v, k in zip(inputs, kernels, strict=True)]
     outs = [_combine(at[u], products) for u in range(m)]
     y = jnp.stack(outs, axis=1)  # [tiles, m, N, Ho, Wo, C_out]
     y = y.reshape(tiles * m, *y.shape[2:])
