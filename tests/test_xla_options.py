@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vice_gan import parallel, xla_options
 
@@ -44,3 +45,15 @@ def test_a_sharded_step_compiles_and_runs_with_them():
     expected = x.sum() / len(jax.devices())
     np.testing.assert_allclose(float(metrics["total"]), expected, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(new["w"]), 1 + expected, rtol=1e-6)
+
+
+def test_shard_step_compiles_with_the_step_options(monkeypatch):
+    # Proof that the options reach XLA: a name it does not know makes the compile fail.
+    monkeypatch.setattr(xla_options, "CPU_STEP_OPTIONS", {"xla_cpu_no_such_option": False})
+    monkeypatch.setenv("XLA_FLAGS", "")
+    mesh = parallel.make_mesh()
+    step = parallel.shard_step(lambda s, b: (s, {"n": parallel.pmean(b["x"].sum())}), mesh)
+    state = parallel.put_replicated({"w": jnp.ones(3)}, mesh)
+    batch = parallel.put_batch({"x": np.ones((8, 3), np.float32)}, mesh)
+    with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+        step.lower(state, batch).compile()

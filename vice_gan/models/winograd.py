@@ -15,8 +15,9 @@ convolutions per 4 output frames instead of 16: layer by layer (output lengths 1
 T = 16) 28/52, 21/40, 14/28, 7/16 of the multiply-adds, forward and backward alike (autodiff of
 a linear transform, a product and a linear transform). The transforms are sums of frames with
 small constant weights; the spatial convolutions go through `layers.conv_taps`, all seven in
-one loop on small layers. D_V's RGB first layer keeps the time-stacked direct form, and layers with small
-outputs a direct form that compiles faster (`layers.choose_video_impl` says why).
+one loop on small layers (`layers.choose_winograd_loop`). D_V's RGB first layer keeps the
+time-stacked direct form, and so do tiny layers, which then compile faster
+(`layers.choose_video_impl` says why).
 
 The result equals the direct convolution in exact arithmetic; in float32 it differs by rounding
 (tests/test_winograd.py measures it against nn.Conv).
