@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vice_gan import generate, parallel, steps  # noqa: E402
+from vice_gan import generate, heap, parallel, steps  # noqa: E402
 from vice_gan import state as state_lib  # noqa: E402
 from vice_gan.config import Config  # noqa: E402
 from vice_gan.evaluation import acd, fer, image_metrics  # noqa: E402
@@ -159,11 +159,15 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     txs, state = gan_state(config, models, mesh)
     init_s = time.perf_counter() - start
     rss_init = peak_rss_mb()
+    if not args.no_trim:  # as train.run_loop does before its first step
+        heap.release_cached_programs()
     step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
     batch = gan_batches(config, mesh)
 
     first = batch(0)
     jax.block_until_ready(first)
+    if not args.no_trim:  # as train.compile_step does
+        heap.release_free_memory()
     # Tracing + lowering to StableHLO (Python, one core), then XLA's compilation.
     start = time.perf_counter()
     lowered = step.lower(state, first)
@@ -174,10 +178,15 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     # XLA's own accounting of the step's scratch buffers (activations, gradients, temporaries).
     memory = compiled.memory_analysis()
     temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
+    code_mb = memory.generated_code_size_in_bytes / 2**20 if memory is not None else float("nan")
     # XLA's count of the step's floating-point operations (multiply-adds count 2).
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    rss_now = heap.current_rss_mb()
+    if not args.no_trim:  # as train.compile_step does between compiling and the first step
+        heap.release_free_memory()
+    rss_trimmed = heap.current_rss_mb()
     times = []
     for i in range(args.warmup + args.steps):
         b = batch(i)
@@ -209,7 +218,11 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
         # compiling (XLA/LLVM's compile-time memory), and the step's XLA scratch buffers.
         "peak_rss_after_init_mb": round(rss_init, 1),
         "peak_rss_after_compile_mb": round(rss_compile, 1),
+        # Resident memory right after compiling, and after giving the heap's free pages back.
+        "rss_after_compile_mb": round(rss_now, 1),
+        "rss_after_trim_mb": round(rss_trimmed, 1),
         "xla_temp_mb": round(temp_mb, 1),
+        "xla_code_mb": round(code_mb, 1),
         "xla_gflop_per_step": round(flops / 1e9, 2),
         "gflop_per_s": round(flops / 1e9 / med, 1),
     }
@@ -408,6 +421,12 @@ def main() -> None:
         "--render_twice",
         action="store_true",
         help="render the fakes again for the G update (reuse_fakes=False), as the peer does",
+    )
+    parser.add_argument(
+        "--no_trim",
+        action="store_true",
+        help="keep the initialisation's programs and the heap's free pages before compiling and "
+        "running the GAN step (before: no heap.release_cached_programs / release_free_memory)",
     )
     parser.add_argument("--ae_size", default="large", choices=("small", "medium", "large"))
     parser.add_argument("--ae_type", default="sae", choices=("sae", "vae"))

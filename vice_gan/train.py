@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vice_gan import checkpointing, face_check, generate, parallel, steps, writers
+from vice_gan import checkpointing, face_check, generate, heap, parallel, steps, writers
 from vice_gan import config as config_lib
 from vice_gan import state as state_lib
 from vice_gan.config import Config
@@ -129,6 +129,10 @@ def run_loop(
     step)` every `config.sample_every` steps, and stops on a non-finite metric (losses, grad and
     param norms) before saving or sampling that step.
 
+    Memory: before the loop it drops the programs compiled so far (the states'
+    initialisation: `heap.release_cached_programs`) and compiles the step ahead of time,
+    giving the compiler's freed heap back before the first step runs (`compile_step`).
+
     Resuming is exact: the state (params, optimiser and BN statistics, step, base key) comes
     from the checkpoint, batch k is a pure function of (seed, k) and the step noise is
     fold_in(base key, k), so a killed and restarted run computes what an uninterrupted one does.
@@ -153,12 +157,15 @@ def run_loop(
             )
             return state
         base_key = jax.device_get(state.rng)
+        heap.release_cached_programs()  # initialisation's programs: not run again
         t_window, n_window = time.perf_counter(), 0
         for step, local in zip(
             range(start, num_steps), batches.iterate(start, num_steps - start), strict=False
         ):
             batch = parallel.put_batch(local, mesh)
             batch.update(noise_fn(jax.random.fold_in(base_key, step)))
+            if step == start:
+                step_fn = compile_step(step_fn, state, batch)
             state, metrics = step_fn(state, batch)
             # Every step: a non-finite value must be caught before the state reaches a checkpoint.
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -187,6 +194,22 @@ def run_loop(
             if sample_fn and due:
                 sample_fn(state, done)
         return state
+
+
+def compile_step(step_fn: Callable, state, batch: dict) -> Callable:
+    """`step_fn` (a jitted step) compiled ahead of time for these arguments' shapes.
+
+    The compiler's freed memory is given back to the OS before the step first runs
+    (`heap.release_free_memory`), so the step's buffers do not come on top of it: with
+    `run_loop`'s `heap.release_cached_programs`, the GAN step at ngf = ndf = 16 peaked at 778
+    instead of 904 MiB, at 32 at 1581 instead of 1726 MiB (BENCHMARKS.md, "Memory"). The
+    compiled step cannot retrace: a batch of another shape is an error, never a silent
+    recompilation.
+    """
+    heap.release_free_memory()  # e.g. what compiling the batch's noise left: a lower start
+    compiled = step_fn.lower(state, batch).compile()
+    heap.release_free_memory()
+    return compiled
 
 
 def with_param_norms(step_fn: Callable, players: dict[str, Callable]) -> Callable:
