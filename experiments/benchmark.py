@@ -51,6 +51,8 @@ from vice_gan import state as state_lib  # noqa: E402
 from vice_gan.config import Config  # noqa: E402
 from vice_gan.evaluation import acd, fer, image_metrics  # noqa: E402
 
+RSS_AFTER_IMPORT = heap.current_rss_mb()  # jax, numpy and vice-gan's modules, nothing run
+
 # name -> (ngf = ndf, video batch, image batch)
 CONFIGS = {"16": (16, 8, 8), "32": (32, 16, 16), "64": (64, 32, 32)}
 PARTS = ("gan", "nets", "ae", "eval")
@@ -159,8 +161,10 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     txs, state = gan_state(config, models, mesh)
     init_s = time.perf_counter() - start
     rss_init = peak_rss_mb()
+    state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / 2**20
     if not args.no_trim:  # as train.run_loop does before its first step
         heap.release_cached_programs()
+    rss_released = heap.current_rss_mb()
     step = parallel.shard_step(steps.make_gan_step(config, models, txs), mesh)
     batch = gan_batches(config, mesh)
 
@@ -178,7 +182,6 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     # XLA's own accounting of the step's scratch buffers (activations, gradients, temporaries).
     memory = compiled.memory_analysis()
     temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
-    code_mb = memory.generated_code_size_in_bytes / 2**20 if memory is not None else float("nan")
     # XLA's count of the step's floating-point operations (multiply-adds count 2).
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -217,12 +220,14 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
         # Where the peak comes from: after building and initialising the states, after
         # compiling (XLA/LLVM's compile-time memory), and the step's XLA scratch buffers.
         "peak_rss_after_init_mb": round(rss_init, 1),
+        "state_mb": round(state_mb, 1),  # the GAN state's arrays
+        "rss_after_import_mb": round(RSS_AFTER_IMPORT, 1),
+        "rss_after_init_released_mb": round(rss_released, 1),
         "peak_rss_after_compile_mb": round(rss_compile, 1),
         # Resident memory right after compiling, and after giving the heap's free pages back.
         "rss_after_compile_mb": round(rss_now, 1),
         "rss_after_trim_mb": round(rss_trimmed, 1),
         "xla_temp_mb": round(temp_mb, 1),
-        "xla_code_mb": round(code_mb, 1),
         "xla_gflop_per_step": round(flops / 1e9, 2),
         "gflop_per_s": round(flops / 1e9 / med, 1),
     }
