@@ -115,3 +115,26 @@ def test_winograd_loop_on_small_layers_only():
         assert layers.choose_winograd_loop(out)
     for out in ((10, 32, 16, 16, 128), (7, 32, 8, 8, 256), (4, 32, 4, 4, 512)):
         assert not layers.choose_winograd_loop(out)
+
+
+@pytest.mark.parametrize("m,r,tiles", [(4, 4, 3), (2, 4, 5), (1, 4, 4), (3, 2, 2), (4, 4, 1)])
+def test_input_transform_gradient_equals_autodiff(m, r, tiles):
+    # The written-out gradient of the input transform (one interleaved run per tile shift)
+    # equals autodiff of the strided slices it replaces, also when the kt - 1 shared frames
+    # span more than one tile (m < r - 1).
+    _, _, bt = winograd.toom_cook(m, r)
+    a = m + r - 1
+    length = tiles * m + r - 1
+    x = jax.random.normal(jax.random.key(m * 100 + r * 10 + tiles), (length, 2, 3, 5))
+    bt_key = tuple(map(tuple, bt.tolist()))
+
+    def plain(x):
+        frames = [x[i : i + m * (tiles - 1) + 1 : m] for i in range(a)]
+        return tuple(winograd._combine(bt[j], frames) for j in range(a))
+
+    got_y, got_vjp = jax.vjp(lambda x: winograd._tile_points(bt_key, m, tiles, x), x)
+    want_y, want_vjp = jax.vjp(plain, x)
+    cot = tuple(jax.random.normal(jax.random.key(j), y.shape) for j, y in enumerate(want_y))
+    for g, w in zip(got_y, want_y, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got_vjp(cot)[0], want_vjp(cot)[0], rtol=1e-5, atol=1e-5)

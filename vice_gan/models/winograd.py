@@ -23,6 +23,7 @@ The result equals the direct convolution in exact arithmetic; in float32 it diff
 (tests/test_winograd.py measures it against nn.Conv).
 """
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -71,6 +72,48 @@ def _combine(coeffs: np.ndarray, parts: Sequence[jax.Array]) -> jax.Array:
     return out if out is not None else jnp.zeros_like(parts[0])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _tile_points(bt: tuple, m: int, tiles: int, x: jax.Array) -> tuple[jax.Array, ...]:
+    """Winograd's input transform: point j of every tile, sum_i bt[j][i] x[i + m*u] (u < tiles).
+
+    Its gradient is written out (`_tile_points_bwd`): autodiff would transpose each of the a
+    strided frame slices into a zero-padded copy of the whole input and sum them, and XLA gave
+    those copies buffers of their own (D_V's layer 2 at ndf=32: ten of 30 MiB). Written out,
+    the whole GAN step's XLA scratch is 2574 instead of 2839 MiB at ndf=64 (981 / 1015 at 32,
+    278 / 285 at 16) at the same speed (BENCHMARKS.md).
+    """
+    a = len(bt)
+    frames = [x[i : i + m * (tiles - 1) + 1 : m] for i in range(a)]
+    return tuple(_combine(np.asarray(bt[j]), frames) for j in range(a))
+
+
+def _tile_points_fwd(bt, m, tiles, x):
+    return _tile_points(bt, m, tiles, x), x.shape[0]
+
+
+def _tile_points_bwd(bt, m, tiles, length, d_points):
+    """dx[i + m*u] = sum_j bt[j][i] d_points[j][u]: frames q*m <= i < (q+1)*m of all tiles
+    interleave into one run of tiles*m frames starting at frame q*m (q = 0: the tiles' own
+    frames; q >= 1: the kt - 1 frames they share with the next tiles)."""
+    a = len(bt)
+    cols = np.asarray(bt).T  # cols[i] = bt[:, i]
+    d_frames = [_combine(cols[i], d_points) for i in range(a)]
+    lead = d_frames[0].shape[1:]
+    pad = [(0, 0)] * len(lead)
+    zero = jnp.zeros_like(d_frames[0])
+    dx = None
+    for q in range(0, -(-a // m)):
+        group = d_frames[q * m : (q + 1) * m]
+        group = group + [zero] * (m - len(group))
+        run = jnp.stack(group, axis=1).reshape(tiles * m, *lead)  # frame q*m + v*m + r
+        run = jnp.pad(run, [(q * m, max(0, length - q * m - tiles * m))] + pad)[:length]
+        dx = run if dx is None else dx + run
+    return (dx,)
+
+
+_tile_points.defvjp(_tile_points_fwd, _tile_points_bwd)
+
+
 def num_tiles(out_len: int, m: int) -> int:
     """Tiles of m outputs that cover out_len output frames."""
     return -(-out_len // m)
@@ -101,14 +144,12 @@ def conv_time_winograd(
     need = tiles * m + kt - 1  # input frames that the tiles read
     if need > x.shape[0]:
         x = jnp.pad(x, [(0, need - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
-    # Frame i of every tile: x[i], x[i + m], ..., one strided slice per i.
-    frames = [x[i : i + m * (tiles - 1) + 1 : m] for i in range(a)]
     taps = [kernel[dt] for dt in range(kt)]
     # The a products have one shape, so they can run as one loop (lax.map) whose body XLA
     # compiles once instead of a times: D_V's forward + backward at ndf=16 compiled in 5.5 s
     # instead of 8.1 s at the same speed; on large layers the loop's stacked operands cost
     # memory (the step at ndf=64: 3684 against 2839 MiB of XLA scratch; BENCHMARKS.md).
-    inputs = [_combine(bt[j], frames) for j in range(a)]
+    inputs = list(_tile_points(tuple(map(tuple, bt.tolist())), m, tiles, x))
     kernels = [_combine(g[j], taps) for j in range(a)]
     if loop:
         stacked = jax.lax.map(lambda vk: spatial_conv(*vk), (jnp.stack(inputs), jnp.stack(kernels)))
