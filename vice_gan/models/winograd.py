@@ -72,6 +72,17 @@ def _combine(coeffs: np.ndarray, parts: Sequence[jax.Array]) -> jax.Array:
     return out if out is not None else jnp.zeros_like(parts[0])
 
 
+def num_tiles(out_len: int, m: int) -> int:
+    """Tiles of m outputs that cover out_len output frames."""
+    return -(-out_len // m)
+
+
+def _interleave(parts: Sequence[jax.Array]) -> jax.Array:
+    """m arrays [tiles, ...] (frame r of every tile) -> [tiles * m, ...] in time order."""
+    y = jnp.stack(parts, axis=1)  # [tiles, m, ...]
+    return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _tile_points(bt: tuple, m: int, tiles: int, x: jax.Array) -> tuple[jax.Array, ...]:
     """Winograd's input transform: point j of every tile, sum_i bt[j][i] x[i + m*u] (u < tiles).
@@ -102,21 +113,15 @@ def _tile_points_bwd(bt, m, tiles, length, d_points):
     pad = [(0, 0)] * len(lead)
     zero = jnp.zeros_like(d_frames[0])
     dx = None
-    for q in range(0, -(-a // m)):
+    for q in range(num_tiles(a, m)):
         group = d_frames[q * m : (q + 1) * m]
-        group = group + [zero] * (m - len(group))
-        run = jnp.stack(group, axis=1).reshape(tiles * m, *lead)  # frame q*m + v*m + r
+        run = _interleave(group + [zero] * (m - len(group)))  # frame q*m + v*m + r
         run = jnp.pad(run, [(q * m, max(0, length - q * m - tiles * m))] + pad)[:length]
         dx = run if dx is None else dx + run
     return (dx,)
 
 
 _tile_points.defvjp(_tile_points_fwd, _tile_points_bwd)
-
-
-def num_tiles(out_len: int, m: int) -> int:
-    """Tiles of m outputs that cover out_len output frames."""
-    return -(-out_len // m)
 
 
 def conv_time_winograd(
@@ -157,6 +162,5 @@ def conv_time_winograd(
     else:
         products = [spatial_conv(v, k) for v, k in zip(inputs, kernels, strict=True)]
     outs = [_combine(at[u], products) for u in range(m)]
-    y = jnp.stack(outs, axis=1)  # [tiles, m, N, Ho, Wo, C_out]
-    y = y.reshape(tiles * m, *y.shape[2:])
+    y = _interleave(outs)  # [tiles * m, N, Ho, Wo, C_out]
     return y[:out_len]
