@@ -297,3 +297,53 @@ def test_space_to_depth_inverts_depth_to_space():
     s = layers.space_to_depth(y, 2)
     assert s.shape == (2, 3, 2, 20)
     np.testing.assert_array_equal(s[..., 5:10], y[:, 0::2, 1::2])  # block (ry=0, rx=1)
+
+
+@pytest.mark.parametrize(
+    "phases,z_hw,out_hw",
+    [
+        # G's K4 P1 upconv: 2 x 2 phases, shifts -1..1, every tap used once.
+        (
+            tuple(
+                tuple(
+                    tuple(
+                        (ay, ax, ey, ex)
+                        for ey, ay in layers.phase_taps(4, 1)[ry]
+                        for ex, ax in layers.phase_taps(4, 1)[rx]
+                    )
+                    for rx in (0, 1)
+                )
+                for ry in (0, 1)
+            ),
+            (5, 6),
+            (5, 6),
+        ),
+        # conv_taps' 'output' form: one phase, z one block larger than the output.
+        (((((0, 0, 0, 0), (0, 1, 0, 1), (1, 0, 1, 0), (1, 1, 1, 1)),),), (5, 7), (4, 6)),
+        # Tap (1, 1) in no phase (its gradient is zero); shifts past z's edge on both sides.
+        (((((0, 0, -2, 0), (1, 0, 3, -1)), ((0, 1, 0, 2),)),), (4, 5), (4, 3)),
+    ],
+)
+def test_shifted_tap_sums_equal_their_autodiff(phases, z_hw, out_hw):
+    # The written-out gradient against autodiff of the same forward (slices, pads, sums);
+    # the forward against a direct loop over output pixels.
+    na = 1 + max(t[0] for row in phases for terms in row for t in terms)
+    nb = 1 + max(t[1] for row in phases for terms in row for t in terms)
+    z = _rand(40, (2, *z_hw, na, nb, 3))
+    py, px = len(phases), len(phases[0])
+    want = np.zeros((2, out_hw[0], py, out_hw[1], px, 3), np.float32)
+    zn = np.asarray(z)
+    for qy in range(py):
+        for qx in range(px):
+            for a, b, oy, ox in phases[qy][qx]:
+                for m in range(out_hw[0]):
+                    for n in range(out_hw[1]):
+                        if 0 <= m + oy < z_hw[0] and 0 <= n + ox < z_hw[1]:
+                            want[:, m, qy, n, qx] += zn[:, m + oy, n + ox, a, b]
+    got, vjp = jax.vjp(lambda z: layers.shifted_tap_sums(z, phases, out_hw), z)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    ct = _rand(41, got.shape)
+    _, vjp_auto = jax.vjp(lambda z: layers._tap_sums_forward(phases, out_hw, z), z)
+    (dz,), (dz_auto,) = vjp(ct), vjp_auto(ct)
+    np.testing.assert_array_equal(dz, dz_auto)
+    assert float(jnp.max(jnp.abs(dz))) > 0
