@@ -320,7 +320,7 @@ def _shifted_tap_sums_bwd(phases, out_hw, z_hwab, _, dy):
 _shifted_tap_sums.defvjp(_shifted_tap_sums_fwd, _shifted_tap_sums_bwd)
 
 
-_UPCONV_IMPLS = {
+UPCONV_IMPLS = {
     "gemm": upconv2x_gemm,
     "phases": upconv2x_phases,
     "fused": upconv2x_fused,
@@ -331,18 +331,17 @@ _UPCONV_IMPLS = {
 def choose_upconv_impl(in_shape: Sequence[int], features: int) -> str:
     """`UpConv2x`'s impl for 'auto', from the input [N, H, W, C_in] (per device) and C_out.
 
-    'gemm' for RGB outputs (C_out <= 4), C_in >= 512, or N*H*W*C_in*C_out >= 2**29 (the
-    thesis's widths at 32 clips), else 'phases'. Forward + backward (ms) on 2-core XLA:CPU:
-      ngf=64, 512 frames: 4x4x512 -> 256 gemm 365 / phases 455; 8x8x256 -> 128 500 / 645;
-        16x16x128 -> 64 802 / 1631; 32x32x64 -> RGB 186 / 893.
-      ngf=32, 256 frames: 4x4x256 -> 128 60 / 48; 8x8x128 -> 64 99 / 79; 16x16x64 -> 32
-        151 / 139.  ngf=16, 128 frames: 16x16x32 -> 16 36 / 20; 32x32x16 -> RGB 25 / 33.
-      64 frames, 4x4x512 -> 256: 41 / 54.
+    'gemm' at every layer vice-gan runs: with `shifted_tap_sums`' gradient it was faster than
+    'phases' on all 20 layers of `experiments/bench_upconv.py` (2-core XLA:CPU, AVX2, forward
+    + backward ms, phases / gemm): G at ngf=16, 128 frames, 43 / 22 (4x4x128 -> 64) to 165 /
+    36 (32x32x16 -> RGB); ngf=32, 256 frames, 16x16x64 -> 32 1665 / 363; ngf=64, 512 frames,
+    16x16x128 -> 64 12908 / 1964; the large AE's decoder, 32 frames, 8x8x128 -> 64 34 / 12.
+    The phases' kernel gradients are convolutions with a whole-map window, which XLA:CPU runs
+    at a small fraction of its matrix products' speed. The arguments are kept so that a
+    backend where another form wins can choose by shape.
     """
-    n, h, w, cin = in_shape
-    if features <= 4 or cin >= 512 or n * h * w * cin * features >= 2**29:
-        return "gemm"
-    return "phases"
+    del in_shape, features
+    return "gemm"
 
 
 class UpConv2x(nn.Module):
@@ -360,9 +359,9 @@ class UpConv2x(nn.Module):
         impl: 'phases' (four stride-1 convs + interleave), 'gemm' (one matrix product +
             shifted sums, `upconv2x_gemm`), 'fused' (one stride-1 conv with 4*features
             outputs + depth_to_space), 'reference' (lhs-dilated conv = what nn.ConvTranspose
-            runs), or 'auto' (`choose_upconv_impl`). All are numerically equal. Generator
-            fwd+bwd, ngf=64, 64 frames: phases 0.32 s, fused 0.39 s, reference 2.7 s (its
-            backward pass is the slow part); on GPU 'reference' may be the one to use.
+            runs), or 'auto' (`choose_upconv_impl`: 'gemm'). All are numerically equal.
+            `experiments/bench_upconv.py` times them on every layer of G and the AEs; on
+            GPU 'reference' may be the one to use.
         kernel_init: initialiser of the [k, k, C_in, features] kernel (DCGAN N(0, 0.02)).
         dtype: computation dtype (parameters stay float32).
     """
@@ -380,15 +379,15 @@ class UpConv2x(nn.Module):
         impl = self.impl
         if impl == "auto":
             impl = choose_upconv_impl(x.shape, self.features)
-        if impl not in _UPCONV_IMPLS:
+        if impl not in UPCONV_IMPLS:
             raise ValueError(
-                f"UpConv2x impl must be 'auto' or one of {sorted(_UPCONV_IMPLS)}, got {self.impl!r}"
+                f"UpConv2x impl must be 'auto' or one of {sorted(UPCONV_IMPLS)}, got {self.impl!r}"
             )
         output_padding(self.kernel_size, self.padding)
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        return _UPCONV_IMPLS[impl](x, kernel, self.padding)
+        return UPCONV_IMPLS[impl](x, kernel, self.padding)
 
 
 class Project1x1To4x4(nn.Module):
