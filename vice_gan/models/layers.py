@@ -708,17 +708,19 @@ def _conv_taps(
     time_taps: str = "stack",
 ) -> jax.Array:
     """`conv_taps` without the custom gradient (autodiff keeps the operand)."""
-    if time_taps == "stack" and kernel.shape[0] > 1:
-        x, kernel = _stack_time(x, kernel)
-    elif time_taps not in ("stack", "sum"):
+    if time_taps not in ("stack", "sum"):
         raise ValueError(f"time_taps must be 'stack' or 'sum', got {time_taps!r}")
+    stack = time_taps == "stack" and kernel.shape[0] > 1
     kt, k, _, cin, cout = kernel.shape
     *_, h, w, _ = x.shape
     ho = conv_output_size(h, k, stride, padding)
     wo = conv_output_size(w, k, stride, padding)
     if taps == "auto":
-        taps = choose_taps(k, stride, cin, cout, (ho, wo))
+        taps = choose_taps(k, stride, kt * cin if stack else cin, cout, (ho, wo))
     if taps == "input":
+        if stack:
+            x, kernel = _stack_time(x, kernel)
+            kt, cin = 1, kt * cin
         xp = _pad_spatial(x, padding, padding, padding)
         cols = im2col(xp, k, stride, (ho, wo))
         return _time_taps(cols, kernel.reshape(kt, k * k * cin, cout))
@@ -730,6 +732,11 @@ def _conv_taps(
     hi_w = stride * (wo + n - 1) - w - padding
     xs = space_to_depth(_pad_spatial(x, padding, hi_h, hi_w), stride)
     wb = block_kernel(kernel, stride)  # [kt, n, n, s*s*C_in, C_out]
+    if stack:
+        # Frames stacked after space-to-depth: the copy moves runs of s*s*C_in values, not C_in
+        # (RGB: 12 instead of 3), and space-to-depth runs once per frame, not per tap.
+        xs, wb = _stack_time(xs, wb)
+        kt, cin = 1, kt * cin
     if taps == "block":
         cols = im2col(xs, n, 1, (ho, wo))
         return _time_taps(cols, wb.reshape(kt, n * n * stride * stride * cin, cout))
