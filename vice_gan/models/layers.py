@@ -289,7 +289,7 @@ def _shifted_tap_sums_fwd(phases, out_hw, z_hwab, z):
 def _shifted_tap_sums_bwd(phases, out_hw, z_hwab, _, dy):
     hz, wz, na, nb = z_hwab
     ho, wo = out_hw
-    *lead, _, py, _, px, c = dy.shape
+    lead, c = dy.shape[:-5], dy.shape[-1]
     where = {
         (a, b): (qy, qx, oy, ox)
         for qy, row in enumerate(phases)
