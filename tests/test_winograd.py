@@ -1,10 +1,13 @@
 """Tests of vice_gan.models.winograd: the Toom-Cook matrices and the temporal Winograd conv."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax.ad_checkpoint import print_saved_residuals
 
 from vice_gan.models import layers, winograd
 
@@ -138,3 +141,27 @@ def test_input_transform_gradient_equals_autodiff(m, r, tiles):
     for g, w in zip(got_y, want_y, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(got_vjp(cot)[0], want_vjp(cot)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("loop", [True, False])
+def test_backward_keeps_the_input_not_the_transformed_points(loop, capsys):
+    # The a = m + kt - 1 transformed inputs (together a / m times the input's size) are
+    # recomputed in the backward pass: what the forward pass keeps for it is the (zero-padded)
+    # input and the a combined 2-D kernels, nothing of the points' size.
+    t, n, h, w, c, o, m = 13, 2, 8, 8, 16, 8, 4
+    x = jnp.ones((t, n, h, w, c))
+    kernel = jnp.ones((4, 4, 4, c, o))
+
+    def loss(x, kernel):
+        def spatial(frames, k2):
+            return layers.conv_taps(frames, k2[None], 2, 1)
+
+        return winograd.conv_time_winograd(x, kernel, m, spatial, loop).sum()
+
+    print_saved_residuals(loss, x, kernel)
+    shapes = re.findall(r"^f32\[([\d,]*)\]", capsys.readouterr().out, flags=re.M)
+    sizes = [int(np.prod([int(d) for d in s.split(",")])) for s in shapes if s]
+    tiles = winograd.num_tiles(t - 3, m)
+    padded_input = (tiles * m + 3) * n * h * w * c
+    a = m + 3
+    assert sum(sizes) <= padded_input + a * 4 * 4 * c * o, sorted(sizes)

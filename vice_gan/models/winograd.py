@@ -154,13 +154,21 @@ def conv_time_winograd(
     # compiles once instead of a times: D_V's forward + backward at ndf=16 compiled in 5.5 s
     # instead of 8.1 s at the same speed; on large layers the loop's stacked operands cost
     # memory (the step at ndf=64: 3684 against 2839 MiB of XLA scratch; BENCHMARKS.md).
-    inputs = list(_tile_points(tuple(map(tuple, bt.tolist())), m, tiles, x))
     kernels = [_combine(g[j], taps) for j in range(a)]
-    if loop:
-        stacked = jax.lax.map(lambda vk: spatial_conv(*vk), (jnp.stack(inputs), jnp.stack(kernels)))
-        products = [stacked[j] for j in range(a)]
-    else:
-        products = [spatial_conv(v, k) for v, k in zip(inputs, kernels, strict=True)]
+
+    def points_and_products(x, kernels):
+        inputs = list(_tile_points(tuple(map(tuple, bt.tolist())), m, tiles, x))
+        if loop:
+            pairs = (jnp.stack(inputs), jnp.stack(kernels))
+            stacked = jax.lax.map(lambda vk: spatial_conv(*vk), pairs)
+            return [stacked[j] for j in range(a)]
+        return [spatial_conv(v, k) for v, k in zip(inputs, kernels, strict=True)]
+
+    # Rematerialised: the backward pass recomputes the a transformed inputs (element-wise sums
+    # of frames, which the products' kernel gradients need) from x instead of keeping them
+    # from the forward pass, where they are a / m times x's size and stayed live until D_V's
+    # backward ran (for the real and the fake clips at once in D_V's update).
+    products = jax.checkpoint(points_and_products)(x, kernels)
     outs = [_combine(at[u], products) for u in range(m)]
     y = _interleave(outs)  # [tiles * m, N, Ho, Wo, C_out]
     return y[:out_len]
