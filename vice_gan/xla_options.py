@@ -13,10 +13,10 @@ orders each program's operations depth-first (its memory-minimising scheduler) i
 breadth-first (its default, which keeps more independent operations in flight at the price of
 more live buffers). XLA's scratch for the whole GAN step drops by 92 / 123 / 126 MiB at
 ngf = ndf = 16 / 32 / 64 and the process's peak by 60-87 / 58-68 / 30 MiB, at step times
-within the machine's spread (BENCHMARKS.md, "Memory: depth-first schedule"). XLA:CPU reads this option from XLA_FLAGS
-only (as a jit `compiler_options` entry it changes nothing), and only when JAX starts its CPU
-backend: `import vice_gan` sets it (`set_process_flags`), so it holds wherever vice-gan is
-imported before JAX first computes anything.
+within the machine's spread (BENCHMARKS.md, "Memory: depth-first schedule"). XLA:CPU reads
+this option from XLA_FLAGS only (as a jit `compiler_options` entry it changes nothing), and
+only when JAX starts its CPU backend: `import vice_gan` sets it (`set_process_flags`), so it
+holds wherever vice-gan is imported before JAX first computes anything.
 
 An option named in the user's XLA_FLAGS is left to XLA_FLAGS (`--xla_cpu_use_fusion_emitters=
 true` brings the MLIR emitters back, `--xla_cpu_enable_concurrency_optimized_scheduler=true`
