@@ -155,9 +155,10 @@ def conv_time_winograd(
     # instead of 8.1 s at the same speed; on large layers the loop's stacked operands cost
     # memory (the step at ndf=64: 3684 against 2839 MiB of XLA scratch; BENCHMARKS.md).
     kernels = [_combine(g[j], taps) for j in range(a)]
+    bt_rows = tuple(map(tuple, bt.tolist()))  # static (hashable) for _tile_points
 
     def points_and_products(x, kernels):
-        inputs = list(_tile_points(tuple(map(tuple, bt.tolist())), m, tiles, x))
+        inputs = list(_tile_points(bt_rows, m, tiles, x))
         if loop:
             pairs = (jnp.stack(inputs), jnp.stack(kernels))
             stacked = jax.lax.map(lambda vk: spatial_conv(*vk), pairs)
