@@ -19,6 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 
 from vice_gan import labels, losses, parallel
 from vice_gan.config import Config
@@ -149,6 +150,53 @@ def _norms(prefix: str, tree) -> dict[str, jax.Array]:
     return {f"{prefix}": optax.global_norm(tree)}
 
 
+def real_and_fake_grads(
+    model: nn.Module,
+    params,
+    batch_stats,
+    real: jax.Array,
+    fake: jax.Array,
+    half_loss: Callable,
+    labels: jax.Array | None,
+):
+    """A discriminator's loss and global-batch gradient over its real and its fake batch.
+
+    The two batches go through the network in separate calls, real first (BN sees them apart
+    and its running averages take the real then the fake statistics, as MoCoGAN's two calls),
+    as the two iterations of one `lax.scan`: the network's forward and backward pass is
+    compiled once instead of twice, and only one batch's activations are live at a time. The
+    loss is the sum of `half_loss(logits, target, labels) -> (loss, parts)` over (real, 1.0)
+    and (fake, 0.0), so the gradient is the same sum of the two halves' gradients that autodiff
+    of the two calls gives.
+
+    Returns:
+      (loss pmean'd, parts stacked [2, ...] per shard, new batch_stats, grads pmean'd).
+    """
+    params = parallel.to_varying(params)
+
+    def one_half(carry, inputs):
+        stats, grad_sum = carry
+        x, target = inputs
+
+        def loss_fn(p):
+            logits, upd = model.apply(
+                {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+            )
+            loss, parts = half_loss(logits, target, labels)
+            return loss, (upd["batch_stats"], parts)
+
+        (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return (stats, jax.tree.map(jnp.add, grad_sum, grads)), (loss, parts)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (stats, grads), (loss, parts) = jax.lax.scan(
+        one_half,
+        (batch_stats, zeros),
+        (jnp.stack([real, fake]), jnp.array([1.0, 0.0], jnp.float32)),
+    )
+    return parallel.pmean(loss.sum()), parts, stats, parallel.pmean(grads)
+
+
 # --- Autoencoder stage -----------------------------------------------------------------------
 def make_ae_step(config: Config, models: Models, tx: optax.GradientTransformation) -> Callable:
     """Autoencoder pre-training step: MSE (+ KL for the VAE), Adam (thesis §4.1.3).
@@ -220,6 +268,9 @@ def make_gan_step(
         return clips, gen_stats
 
     def d_image_update(state: GanState, real_images, fake_images):
+        # Two calls, not `real_and_fake_grads`' loop: in a loop body XLA:CPU ran D_I's kernel
+        # gradients as its own convolutions, several times slower than YNNPACK's in the step's
+        # main body (profile_step.py, tried at '16'), and D_I is cheap to compile twice.
         def loss_fn(params):
             real, upd = models.dimg.apply(
                 {"params": params, "batch_stats": state.dimg_batch_stats},
@@ -239,27 +290,27 @@ def make_gan_step(
         return state, {"train/d_image": loss, "grad_norm/dimg": optax.global_norm(grads)}
 
     def d_video_update(state: GanState, real_clips, real_labels, fake_clips):
-        def loss_fn(params):
-            real, upd = models.dvid.apply(
-                {"params": params, "batch_stats": state.dvid_batch_stats},
-                real_clips,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            fake, upd = models.dvid.apply(
-                {"params": params, **upd}, fake_clips, train=True, mutable=["batch_stats"]
-            )
-            adv = losses.discriminator_loss(real[:, 0], fake[:, 0])
-            cat = losses.category_loss(real[:, 1:], real_labels)  # D_V learns on real clips
-            return adv + cat, (upd["batch_stats"], adv, cat)
+        def half_loss(logits, target, labels):
+            adv = losses.bce_with_logits(logits[:, 0], target)
+            # D_V learns the categories on real clips only (target 1): weight 0 on the fakes.
+            cat = target * losses.category_loss(logits[:, 1:], labels)
+            return adv + cat, (adv, cat)
 
-        (loss, (stats, adv, cat)), grads = parallel.grad_pmean(loss_fn, state.dvid_params)
+        loss, (adv, cat), stats, grads = real_and_fake_grads(
+            models.dvid,
+            state.dvid_params,
+            state.dvid_batch_stats,
+            real_clips,
+            fake_clips,
+            half_loss,
+            real_labels,
+        )
         params, opt = _apply_updates(txs["dvid"], grads, state.dvid_opt_state, state.dvid_params)
         state = state.replace(dvid_params=params, dvid_batch_stats=stats, dvid_opt_state=opt)
         return state, {
             "train/d_video": loss,
-            "train/d_video_adv": parallel.pmean(adv),
-            "train/d_video_cat": parallel.pmean(cat),
+            "train/d_video_adv": parallel.pmean(adv.sum()),
+            "train/d_video_cat": parallel.pmean(cat.sum()),
             "grad_norm/dvid": optax.global_norm(grads),
         }
 
