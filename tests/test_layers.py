@@ -347,3 +347,24 @@ def test_shifted_tap_sums_equal_their_autodiff(phases, z_hw, out_hw):
     (dz,), (dz_auto,) = vjp(ct), vjp_auto(ct)
     np.testing.assert_array_equal(dz, dz_auto)
     assert float(jnp.max(jnp.abs(dz))) > 0
+
+
+@pytest.mark.parametrize(
+    "k,s,hw,out_hw",
+    [
+        (3, 2, (66, 66), (32, 32)),  # the encoder's K3 S2 P1 layers: row 65 is read by no window
+        (3, 2, (9, 8), (4, 3)),
+        (4, 2, (10, 11), (4, 4)),
+        (5, 3, (14, 13), (4, 3)),
+        (2, 3, (8, 8), (3, 3)),  # k < s: no taps in some phases, autodiff's slices
+    ],
+)
+def test_im2col_gradient_equals_autodiff_of_its_slices(k, s, hw, out_hw):
+    xp = _rand(50, (2, *hw, 3))
+    got, vjp = jax.vjp(lambda x: layers.im2col(x, k, s, out_hw), xp)
+    want, vjp_auto = jax.vjp(lambda x: layers._im2col_slices(x, k, s, out_hw), xp)
+    np.testing.assert_array_equal(got, want)
+    ct = _rand(51, got.shape)
+    (dx,), (dx_auto,) = vjp(ct), vjp_auto(ct)
+    np.testing.assert_allclose(dx, dx_auto, rtol=1e-6, atol=1e-6)
+    assert float(jnp.max(jnp.abs(dx))) > 0

@@ -515,12 +515,21 @@ def im2col(xp: jax.Array, k: int, stride: int, out_hw: tuple[int, int]) -> jax.A
     """The k x k windows of a padded input as channels: [..., Hp, Wp, C] -> [..., Ho, Wo, k*k*C].
 
     Channel (a*k + b)*C + c of output pixel (h, w) is xp[..., s*h + a, s*w + b, c], so the
-    products with kernel.reshape(k*k*C, O) are the conv.
+    products with kernel.reshape(k*k*C, O) are the conv. With stride s > 1 (and k >= s) the
+    gradient is written out by phases (`_strided_im2col`).
     """
     *lead, hp, wp, c = xp.shape
     ho, wo = out_hw
     if (ho, wo) == (1, 1) and (hp, wp) == (k, k):  # one window, the whole map: a flatten
         return xp.reshape(*lead, 1, 1, k * k * c)
+    if 1 < stride <= k:
+        return _strided_im2col(k, stride, (ho, wo), (hp, wp), xp)
+    return _im2col_slices(xp, k, stride, (ho, wo))
+
+
+def _im2col_slices(xp: jax.Array, k: int, stride: int, out_hw: tuple[int, int]) -> jax.Array:
+    *lead, _, _, c = xp.shape
+    ho, wo = out_hw
     taps = []
     for a in range(k):
         for b in range(k):
@@ -528,6 +537,44 @@ def im2col(xp: jax.Array, k: int, stride: int, out_hw: tuple[int, int]) -> jax.A
             limit = (*lead, a + stride * (ho - 1) + 1, b + stride * (wo - 1) + 1, c)
             taps.append(lax.slice(xp, start, limit, (1,) * len(lead) + (stride, stride, 1)))
     return _gather_channels(taps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _strided_im2col(k, stride, out_hw, in_hw, xp):
+    return _im2col_slices(xp, k, stride, out_hw)
+
+
+def _strided_im2col_fwd(k, stride, out_hw, in_hw, xp):
+    return _im2col_slices(xp, k, stride, out_hw), None
+
+
+def _strided_im2col_bwd(k, stride, out_hw, in_hw, _, dcols):
+    """Input pixel (s*m + qy, s*l + qx) receives tap (a, b) of output pixel (m - a // s,
+    l - b // s) for every a = qy, b = qx (mod s): per phase (qy, qx) a sum of shifted slices,
+    `shifted_tap_sums`. Autodiff would sum k*k zero-interleaved pads of the taps instead, one
+    fused loop that evaluates all k*k of them at every input pixel (the large encoder's
+    second layer at 128 frames: ~20 ms, `experiments/profile_step.py`)."""
+    *lead, ho, wo, kkc = dcols.shape
+    hp, wp = in_hw
+    z = dcols.reshape(*lead, ho, wo, k, k, kkc // (k * k))
+    phases = tuple(
+        tuple(
+            tuple(
+                (a, b, -(a // stride), -(b // stride))
+                for a in range(qy, k, stride)
+                for b in range(qx, k, stride)
+            )
+            for qx in range(stride)
+        )
+        for qy in range(stride)
+    )
+    hq, wq = -(-hp // stride), -(-wp // stride)
+    y = shifted_tap_sums(z, phases, (hq, wq))  # [..., hq, s, wq, s, C]
+    y = y.reshape(*lead, hq * stride, wq * stride, y.shape[-1])
+    return (y[..., :hp, :wp, :],)
+
+
+_strided_im2col.defvjp(_strided_im2col_fwd, _strided_im2col_bwd)
 
 
 def _dot_last(x: jax.Array, w: jax.Array) -> jax.Array:
