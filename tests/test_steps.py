@@ -256,13 +256,13 @@ def test_real_and_fake_loop_equals_two_calls(mesh2):
     real, labels = batch["video"], batch["video_label"]
     fake = jnp.flip(real, axis=1) * 0.5  # any other clips
 
-    def half_loss(logits, target, y):
-        cat = target * steps.losses.category_loss(logits[:, 1:], y)
-        return steps.losses.bce_with_logits(logits[:, 0], target) + cat, ()
-
     def looped(real, fake, labels):
+        def half_loss(logits, target):
+            cat = target * steps.losses.category_loss(logits[:, 1:], labels)
+            return steps.losses.bce_with_logits(logits[:, 0], target) + cat, ()
+
         loss, _, new_stats, grads = steps.real_and_fake_grads(
-            model, params, stats, real, fake, half_loss, labels
+            model, params, stats, real, fake, half_loss
         )
         return loss, new_stats, grads
 

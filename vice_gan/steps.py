@@ -157,7 +157,6 @@ def real_and_fake_grads(
     real: jax.Array,
     fake: jax.Array,
     half_loss: Callable,
-    labels: jax.Array | None,
 ):
     """A discriminator's loss and global-batch gradient over its real and its fake batch.
 
@@ -165,8 +164,8 @@ def real_and_fake_grads(
     and its running averages take the real then the fake statistics, as MoCoGAN's two calls),
     as the two iterations of one `lax.scan`: the network's forward and backward pass is
     compiled once instead of twice, and only one batch's activations are live at a time. The
-    loss is the sum of `half_loss(logits, target, labels) -> (loss, parts)` over (real, 1.0)
-    and (fake, 0.0), so the gradient is the same sum of the two halves' gradients that autodiff
+    loss is the sum of `half_loss(logits, target) -> (loss, parts)` over (real, 1.0) and
+    (fake, 0.0), so the gradient is the same sum of the two halves' gradients that autodiff
     of the two calls gives.
 
     Returns:
@@ -182,7 +181,7 @@ def real_and_fake_grads(
             logits, upd = model.apply(
                 {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
             )
-            loss, parts = half_loss(logits, target, labels)
+            loss, parts = half_loss(logits, target)
             return loss, (upd["batch_stats"], parts)
 
         (loss, (stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -290,10 +289,10 @@ def make_gan_step(
         return state, {"train/d_image": loss, "grad_norm/dimg": optax.global_norm(grads)}
 
     def d_video_update(state: GanState, real_clips, real_labels, fake_clips):
-        def half_loss(logits, target, labels):
+        def half_loss(logits, target):
             adv = losses.bce_with_logits(logits[:, 0], target)
             # D_V learns the categories on real clips only (target 1): weight 0 on the fakes.
-            cat = target * losses.category_loss(logits[:, 1:], labels)
+            cat = target * losses.category_loss(logits[:, 1:], real_labels)
             return adv + cat, (adv, cat)
 
         loss, (adv, cat), stats, grads = real_and_fake_grads(
@@ -303,7 +302,6 @@ def make_gan_step(
             real_clips,
             fake_clips,
             half_loss,
-            real_labels,
         )
         params, opt = _apply_updates(txs["dvid"], grads, state.dvid_opt_state, state.dvid_params)
         state = state.replace(dvid_params=params, dvid_batch_stats=stats, dvid_opt_state=opt)

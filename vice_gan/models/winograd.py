@@ -168,7 +168,7 @@ def conv_time_winograd(
     # Rematerialised: the backward pass recomputes the a transformed inputs (element-wise sums
     # of frames, which the products' kernel gradients need) from x instead of keeping them
     # from the forward pass, where they are a / m times x's size and stayed live until D_V's
-    # backward ran (for the real and the fake clips at once in D_V's update).
+    # backward ran.
     products = jax.checkpoint(points_and_products)(x, kernels)
     outs = [_combine(at[u], products) for u in range(m)]
     y = _interleave(outs)  # [tiles * m, N, Ho, Wo, C_out]
