@@ -182,16 +182,14 @@ def run_all(
     """
     import jax
 
-    from vice_gan import train
+    from vice_gan import train, xla_options
     from vice_gan.evaluation import evaluate
 
     runs = plan(args, scale)
     if compilation_cache and jax.config.jax_compilation_cache_dir is None:
         # Runs that differ only in seed or condition compile the same steps: a persistent
         # compilation cache shared by the study compiles each of them once.
-        cache = os.path.join(os.path.abspath(args.out), "jax_cache")
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        xla_options.use_compilation_cache(os.path.join(os.path.abspath(args.out), "jax_cache"))
     data = None
     t_start = time.perf_counter()
     for i, (_, _, config) in enumerate(runs):

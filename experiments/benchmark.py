@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vice_gan import generate, heap, parallel, steps  # noqa: E402
+from vice_gan import generate, heap, parallel, steps, xla_options  # noqa: E402
 from vice_gan import state as state_lib  # noqa: E402
 from vice_gan.config import Config  # noqa: E402
 from vice_gan.evaluation import acd, fer, image_metrics  # noqa: E402
@@ -433,6 +433,13 @@ def main() -> None:
         help="keep the initialisation's programs and the heap's free pages before compiling and "
         "running the GAN step (before: no heap.release_cached_programs / release_free_memory)",
     )
+    parser.add_argument(
+        "--compilation_cache_dir",
+        default="",
+        help="JAX's persistent compilation cache (as main's flag of that name); the default '' "
+        "compiles afresh, also when JAX_COMPILATION_CACHE_DIR is set. Run twice with one folder "
+        "to time a warm start (compile_s of the second run)",
+    )
     parser.add_argument("--ae_size", default="large", choices=("small", "medium", "large"))
     parser.add_argument("--ae_type", default="sae", choices=("sae", "vae"))
     parser.add_argument("--ae_batch", type=int, default=32)
@@ -447,8 +454,14 @@ def main() -> None:
         if name not in CONFIGS:
             parser.error(f"unknown config {name!r}; choose from {list(CONFIGS)}")
 
+    cache_dir = xla_options.use_compilation_cache(
+        os.path.abspath(os.path.expanduser(args.compilation_cache_dir))
+        if args.compilation_cache_dir
+        else ""
+    )
     mesh = parallel.make_mesh()
     env = {
+        "compilation_cache_dir": cache_dir or None,
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),

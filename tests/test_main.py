@@ -15,8 +15,8 @@ from vice_gan import config as config_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _cli(*args: str, cwd: str = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def _cli(*args: str, cwd: str = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "vice_gan.main", *args],
         cwd=cwd,
@@ -153,6 +153,27 @@ def test_generate_from_a_clip_file(tiny_run, tmp_path):
     assert sorted(os.path.basename(p) for p in paths) == ["face.gif", "face.mp4", "face.npz"]
     arrays = np.load(paths[-1])
     assert arrays["generated"].shape == (1, 6, 13, 64, 64, 3)
+
+
+def test_compilation_cache_flag_keeps_the_programs(tiny_run, tmp_path):
+    # --compilation_cache_dir reaches JAX: the command's compiled programs land in that folder
+    # (every one: the threshold is 0 here), whatever JAX_COMPILATION_CACHE_DIR says.
+    import numpy as np
+
+    clip = np.random.default_rng(1).integers(0, 255, (30, 80, 80, 3), dtype=np.uint8)
+    np.save(tmp_path / "face.npy", clip)
+    flags = [f"--{k}={v}" for k, v in TINY.items()]
+    result = _cli(
+        *flags,
+        "--mode=generate",
+        f"--workdir={tiny_run.workdir}",
+        f"--ae_dir={tiny_run.ae_dir}",
+        f"--generate_input={tmp_path / 'face.npy'}",
+        f"--compilation_cache_dir={tmp_path / 'cache'}",
+        env={"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(name.endswith("-cache") for name in os.listdir(tmp_path / "cache"))
 
 
 def test_orbax_routine_logging_quiet_at_default_verbosity():

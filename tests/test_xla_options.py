@@ -113,3 +113,66 @@ def test_importing_vice_gan_gives_the_depth_first_schedule():
     depth_first = _probe_scratch_bytes("")
     breadth_first = _probe_scratch_bytes(f"--{DFS_FLAG}=true")
     assert depth_first < breadth_first / 2, (depth_first, breadth_first)
+
+
+def test_cache_folder_from_the_flag():
+    env = {"JAX_COMPILATION_CACHE_DIR": "/somewhere/jax"}
+    assert xla_options.cache_dir_from_flag(None, env) == "/somewhere/jax"
+    assert xla_options.cache_dir_from_flag(None, {}) == os.path.expanduser("~/.cache/vice_gan/jax")
+    assert xla_options.cache_dir_from_flag("", env) == ""  # '' switches it off
+    assert xla_options.cache_dir_from_flag("~/c", env) == os.path.expanduser("~/c")
+    assert xla_options.cache_dir_from_flag("rel", {}) == os.path.abspath("rel")
+
+
+@pytest.fixture
+def restore_cache_dir():
+    before = jax.config.jax_compilation_cache_dir
+    yield
+    xla_options.use_compilation_cache(before or "")
+
+
+def test_unusable_cache_folder_only_warns(tmp_path, restore_cache_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert xla_options.use_compilation_cache(str(blocker / "cache")) == ""
+    assert jax.config.jax_compilation_cache_dir is None
+    assert xla_options.use_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+
+
+_COMPILE_TWICE = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from vice_gan import xla_options
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None)
+xla_options.use_compilation_cache(sys.argv[1])
+f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(axis=0))
+y = f(np.arange(64, dtype=np.float32).reshape(8, 8) / 64)
+print(len(hits), " ".join(np.asarray(y).astype(str)))
+"""
+
+
+def test_a_second_process_reads_the_program_back(tmp_path):
+    # The cache as main uses it: the first process compiles and stores, the next reads it back
+    # (a cache hit, no new entry) and computes the same numbers.
+    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    cache = tmp_path / "cache"
+    runs = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", _COMPILE_TWICE, str(cache)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append((out.stdout.split(" ", 1), sorted(os.listdir(cache))))
+    (hits_1, y_1), entries_1 = runs[0]
+    (hits_2, y_2), entries_2 = runs[1]
+    assert (hits_1, hits_2) == ("0", "1")
+    assert y_1 == y_2
+    assert entries_1 and entries_1 == entries_2

@@ -116,6 +116,12 @@ flags.DEFINE_integer("checkpoint_every", 1000, "Save a checkpoint every N steps 
 flags.DEFINE_integer("keep_checkpoints", 3, "Keep the last K checkpoints.")
 flags.DEFINE_integer("log_every", 50, "Log losses and progress every N steps.")
 flags.DEFINE_integer("sample_every", 1000, "Write a sample GIF grid every N steps (0: never).")
+flags.DEFINE_string(
+    "compilation_cache_dir",
+    None,
+    "Where compiled XLA programs are kept for the next run with the same shapes (resume, "
+    "rerun): default $JAX_COMPILATION_CACHE_DIR, else ~/.cache/vice_gan/jax; '' for none.",
+)
 # --- Evaluation / generation ----------------------------------------------------------------------
 flags.DEFINE_enum(
     "eval_input",
@@ -184,6 +190,7 @@ class Config:
     keep_checkpoints: int = 3
     log_every: int = 50
     sample_every: int = 1000
+    compilation_cache_dir: str | None = None
     eval_input: str = "other"
     num_generate: int = 4
     generate_input: str | None = None
@@ -316,6 +323,7 @@ _GAN_FINGERPRINT_EXCLUDE = frozenset(
         "keep_checkpoints",
         "log_every",
         "sample_every",
+        "compilation_cache_dir",
         "eval_input",
         "num_generate",
         "generate_input",

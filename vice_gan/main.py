@@ -128,9 +128,10 @@ def preflight(config: config_lib.Config) -> None:
 
 def run(config: config_lib.Config) -> None:
     """Runs `config.mode` (library entry; never reads FLAGS)."""
-    from vice_gan import parallel, train
+    from vice_gan import parallel, train, xla_options
     from vice_gan.evaluation import evaluate
 
+    xla_options.use_compilation_cache(xla_options.cache_dir_from_flag(config.compilation_cache_dir))
     parallel.initialize_distributed(config)
     preflight(config)
     needs_data = config.mode != "generate" or config.generate_input is None

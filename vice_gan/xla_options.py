@@ -21,12 +21,21 @@ holds wherever vice-gan is imported before JAX first computes anything.
 An option named in the user's XLA_FLAGS is left to XLA_FLAGS (`--xla_cpu_use_fusion_emitters=
 true` brings the MLIR emitters back, `--xla_cpu_enable_concurrency_optimized_scheduler=true`
 the breadth-first schedule, e.g. to compare).
+
+`use_compilation_cache`: JAX's persistent compilation cache, so that a program compiled once
+(the GAN step: 22-26 s at ngf = ndf = 16 on a 2-core CPU) is read back from disk by the next
+run with the same shapes and flags (a resumed job, a rerun, the other condition of a study):
+about 1 s instead (BENCHMARKS.md, "Compile time"). The entry is XLA's own executable for the
+same program, so results do not depend on it; XLA:CPU refuses an entry compiled for another
+CPU and compiles afresh.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+
+from absl import logging
 
 CPU_STEP_OPTIONS: dict[str, bool] = {"xla_cpu_use_fusion_emitters": False}
 PROCESS_FLAGS: dict[str, str] = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
@@ -61,3 +70,38 @@ def set_process_flags(environ: MutableMapping[str, str] = os.environ) -> None:
     """Adds `PROCESS_FLAGS` to XLA_FLAGS in `environ`; JAX reads them when its CPU backend
     starts (the first computation), so this must run before that to take effect."""
     environ["XLA_FLAGS"] = with_process_flags(environ.get("XLA_FLAGS", ""))
+
+
+DEFAULT_CACHE_DIR = "~/.cache/vice_gan/jax"
+
+
+def cache_dir_from_flag(flag: str | None, environ: MutableMapping[str, str] = os.environ) -> str:
+    """The compilation cache folder for a --compilation_cache_dir value ('' = none): unset means
+    $JAX_COMPILATION_CACHE_DIR if the environment names one, else `DEFAULT_CACHE_DIR`."""
+    if flag is None:
+        flag = environ.get("JAX_COMPILATION_CACHE_DIR") or DEFAULT_CACHE_DIR
+    return os.path.abspath(os.path.expanduser(flag)) if flag else ""
+
+
+def use_compilation_cache(path: str) -> str:
+    """Points JAX's persistent compilation cache at `path` ('': no cache) for this process.
+
+    Programs that compile in under a second (JAX's default threshold) are not stored. A folder
+    that cannot be created costs the speed-up only: a warning, and the run goes on without one.
+
+    Returns:
+        the folder in use, or '' for none.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if path:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            logging.warning("compilation cache off: cannot create %s (%s)", path, e)
+            path = ""
+    if jax.config.jax_compilation_cache_dir != (path or None):
+        jax.config.update("jax_compilation_cache_dir", path or None)
+        compilation_cache.reset_cache()  # JAX opens its cache once; the next compile reopens it
+    return path
