@@ -120,7 +120,8 @@ flags.DEFINE_string(
     "compilation_cache_dir",
     None,
     "Where compiled XLA programs are kept for the next run with the same shapes (resume, "
-    "rerun): default $JAX_COMPILATION_CACHE_DIR, else ~/.cache/vice_gan/jax; '' for none.",
+    "rerun): default $JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/vice_gan/jax "
+    "(~/.cache/vice_gan/jax); '' for none.",
 )
 # --- Evaluation / generation ----------------------------------------------------------------------
 flags.DEFINE_enum(

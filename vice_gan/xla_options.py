@@ -22,12 +22,12 @@ An option named in the user's XLA_FLAGS is left to XLA_FLAGS (`--xla_cpu_use_fus
 true` brings the MLIR emitters back, `--xla_cpu_enable_concurrency_optimized_scheduler=true`
 the breadth-first schedule, e.g. to compare).
 
-`use_compilation_cache`: JAX's persistent compilation cache, so that a program compiled once
-(the GAN step: 22-26 s at ngf = ndf = 16 on a 2-core CPU) is read back from disk by the next
-run with the same shapes and flags (a resumed job, a rerun, the other condition of a study):
-about 1 s instead (BENCHMARKS.md, "Compile time"). The entry is XLA's own executable for the
-same program, so results do not depend on it; XLA:CPU refuses an entry compiled for another
-CPU and compiles afresh.
+`use_compilation_cache`: JAX's persistent compilation cache, so that XLA's compilation of a
+program (the GAN step's: about 20 of its 25-30 s at ngf = ndf = 16 on a 2-core CPU; JAX's
+tracing, the rest, still runs) is read back from disk by the next run with the same shapes and
+flags (a resumed job, a rerun) in about 1 s (BENCHMARKS.md, "Compile time"). The entry is XLA's
+own executable for the same program, so results do not depend on it; XLA:CPU refuses an entry
+compiled for other CPU features and compiles afresh.
 """
 
 from __future__ import annotations
@@ -72,14 +72,14 @@ def set_process_flags(environ: MutableMapping[str, str] = os.environ) -> None:
     environ["XLA_FLAGS"] = with_process_flags(environ.get("XLA_FLAGS", ""))
 
 
-DEFAULT_CACHE_DIR = "~/.cache/vice_gan/jax"
-
-
 def cache_dir_from_flag(flag: str | None, environ: MutableMapping[str, str] = os.environ) -> str:
     """The compilation cache folder for a --compilation_cache_dir value ('' = none): unset means
-    $JAX_COMPILATION_CACHE_DIR if the environment names one, else `DEFAULT_CACHE_DIR`."""
+    $JAX_COMPILATION_CACHE_DIR if the environment names one, else vice_gan/jax in the user's
+    cache folder ($XDG_CACHE_HOME, default ~/.cache)."""
     if flag is None:
-        flag = environ.get("JAX_COMPILATION_CACHE_DIR") or DEFAULT_CACHE_DIR
+        flag = environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+            environ.get("XDG_CACHE_HOME") or "~/.cache", "vice_gan", "jax"
+        )
     return os.path.abspath(os.path.expanduser(flag)) if flag else ""
 
 
