@@ -164,8 +164,11 @@ def run_loop(
         ):
             batch = parallel.put_batch(local, mesh)
             batch.update(noise_fn(jax.random.fold_in(base_key, step)))
-            if step == start:
+            if step == start:  # up to a minute with nothing else to show: announce and time it
+                logging.info("[%s] compiling the step", stage)
+                t_compile = time.perf_counter()
                 step_fn = compile_step(step_fn, state, batch)
+                logging.info("[%s] step compiled in %.1f s", stage, time.perf_counter() - t_compile)
             state, metrics = step_fn(state, batch)
             # Every step: a non-finite value must be caught before the state reaches a checkpoint.
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
