@@ -119,7 +119,7 @@ def test_cache_folder_from_the_flag():
     env = {"JAX_COMPILATION_CACHE_DIR": "/somewhere/jax"}
     assert xla_options.cache_dir_from_flag(None, env) == "/somewhere/jax"
     assert xla_options.cache_dir_from_flag(None, {}) == os.path.expanduser("~/.cache/vice_gan/jax")
-    assert xla_options.cache_dir_from_flag(None, {"XDG_CACHE_HOME": "/xdg"}) == "/xdg/vice_gan/jax"
+    assert xla_options.cache_dir_from_flag(None, {"VICE_GAN_CACHE": "/vg"}) == "/vg/jax"
     assert xla_options.cache_dir_from_flag("", env) == ""  # '' switches it off
     assert xla_options.cache_dir_from_flag("~/c", env) == os.path.expanduser("~/c")
     assert xla_options.cache_dir_from_flag("rel", {}) == os.path.abspath("rel")

