@@ -132,6 +132,14 @@ def restore_cache_dir():
     xla_options.use_compilation_cache(before or "")
 
 
+def test_switching_the_cache_folder_logs_nothing(tmp_path, restore_cache_dir, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    assert xla_options.use_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
+    assert "Resetting cache" not in caplog.text  # JAX's INFO line, which reads like a deletion
+
+
 def test_unusable_cache_folder_only_warns(tmp_path, restore_cache_dir):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

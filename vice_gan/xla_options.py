@@ -32,6 +32,7 @@ compiled for other CPU features and compiles afresh.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 from collections.abc import MutableMapping
 
@@ -105,5 +106,13 @@ def use_compilation_cache(path: str) -> str:
             path = ""
     if jax.config.jax_compilation_cache_dir != (path or None):
         jax.config.update("jax_compilation_cache_dir", path or None)
-        compilation_cache.reset_cache()  # JAX opens its cache once; the next compile reopens it
+        # JAX opens its cache once; after a reset the next compile reopens it. Quietly: JAX
+        # logs "Resetting cache" at INFO, which reads as if something were deleted.
+        quiet = std_logging.getLogger(compilation_cache.reset_cache.__module__)
+        level = quiet.level
+        quiet.setLevel(std_logging.WARNING)
+        try:
+            compilation_cache.reset_cache()
+        finally:
+            quiet.setLevel(level)
     return path
