@@ -455,9 +455,7 @@ def main() -> None:
             parser.error(f"unknown config {name!r}; choose from {list(CONFIGS)}")
 
     cache_dir = xla_options.use_compilation_cache(
-        os.path.abspath(os.path.expanduser(args.compilation_cache_dir))
-        if args.compilation_cache_dir
-        else ""
+        xla_options.cache_dir_from_flag(args.compilation_cache_dir)  # '' (the default): none
     )
     mesh = parallel.make_mesh()
     env = {

@@ -38,6 +38,8 @@ from collections.abc import MutableMapping
 
 from absl import logging
 
+from vice_gan import user_cache
+
 CPU_STEP_OPTIONS: dict[str, bool] = {"xla_cpu_use_fusion_emitters": False}
 PROCESS_FLAGS: dict[str, str] = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
 
@@ -77,8 +79,6 @@ def cache_dir_from_flag(flag: str | None, environ: MutableMapping[str, str] = os
     """The compilation cache folder for a --compilation_cache_dir value ('' = none): unset means
     $JAX_COMPILATION_CACHE_DIR if the environment names one, else jax/ in vice-gan's cache
     folder (`user_cache.default_cache_dir`: $VICE_GAN_CACHE, default ~/.cache/vice_gan)."""
-    from vice_gan import user_cache
-
     if flag is None:
         flag = environ.get("JAX_COMPILATION_CACHE_DIR") or str(
             user_cache.default_cache_dir(environ) / "jax"
