@@ -195,7 +195,7 @@ def test_strided_conv_equals_nn_conv(k, s, p, size):
     flax_conv = nn.Conv(5, (k, k), strides=(s, s), padding=((p, p), (p, p)), use_bias=False)
     fns = {"nn.Conv": lambda x, w: flax_conv.apply({"params": {"kernel": w}}, x)}
     for taps in TAPS:
-        for impl in ("gemm", "mixed"):
+        for impl in ("gemm", "mixed", "block"):
             module = layers.StridedConv(5, k, stride=s, padding=p, impl=impl, taps=taps)
             fns[f"{impl}/{taps}"] = lambda x, w, m=module: m.apply({"params": {"kernel": w}}, x)
     ho, wo = (size + 2 * p - k) // s + 1, (size + 1 + 2 * p - k) // s + 1
@@ -265,16 +265,23 @@ def test_native_impl_equals_gemm_impl():
         impl: layers.StridedConv(5, 4, stride=2, padding=1, impl=impl).apply(
             {"params": {"kernel": w}}, x
         )
-        for impl in ("gemm", "mixed", "native", "auto")
+        for impl in ("gemm", "mixed", "block", "native", "auto")
     }
-    _assert_close(got["gemm"], got["native"])
-    _assert_close(got["mixed"], got["native"])
-    _assert_close(got["auto"], got["native"])
-    assert [layers.choose_conv_impl(hw) for hw in ((1, 1), (2, 2), (4, 4))] == [
+    for impl in ("gemm", "mixed", "block", "auto"):
+        _assert_close(got[impl], got["native"])
+    assert [layers.choose_conv_impl(hw, 64) for hw in ((1, 1), (2, 2), (4, 4))] == [
         "gemm",
         "gemm",
         "mixed",
     ]
+    # RGB input: the forward in 'block' form (12 channels after space-to-depth).
+    assert [layers.choose_conv_impl((32, 32), c) for c in (3, 4, 5, 32)] == [
+        "block",
+        "block",
+        "mixed",
+        "mixed",
+    ]
+    assert layers.choose_conv_impl((2, 2), 3) == "gemm"
     with pytest.raises(ValueError, match="impl"):
         layers.StridedConv(5, 4, impl="nope").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="taps"):

@@ -246,8 +246,8 @@ def test_mixed_precision_generator_keeps_float32_params():
 
 def _grads_by_impl(make, impls, x):
     """Output and gradients (w.r.t. params and input) of a train-mode pass for each conv_impl:
-    'gemm' (products, layers.conv_taps), 'mixed' (lax forward, products backward), 'native'
-    (nn.Conv's lax conv)."""
+    'gemm' (products, layers.conv_taps), 'mixed' (lax forward, products backward), 'block'
+    (products in 'block' form forward), 'native' (nn.Conv's lax conv)."""
     modules = {impl: make(impl) for impl in impls}
 
     @jax.jit
@@ -288,7 +288,11 @@ def test_conv_impls_equal_native(net):
     if net == "dvid":
         impls = ("auto", "gemm", "mixed", "slices", "winograd", "winograd_mixed", "native")
     else:
-        impls = ("auto", "gemm", "mixed", "native")
+        impls = ("auto", "gemm", "mixed", "block", "native")
+    # BatchNorm over 3 frames divides by small-batch deviations, which magnifies rounding: the
+    # encoders' 'block' forward differed from nn.Conv's by 3.5e-5 of a BN gradient's scale
+    # here, and by 2e-16 with the same computation in float64.
+    tol = 2e-5 if net in ("dimg", "dvid") else 5e-5
     got = _grads_by_impl(make, impls, x)
     want = jax.tree.leaves(got.pop("native"))
     for impl, tree in got.items():
@@ -296,7 +300,7 @@ def test_conv_impls_equal_native(net):
         assert len(leaves) == len(want), impl
         for a, b in zip(leaves, want, strict=True):
             scale = max(float(jnp.max(jnp.abs(b))), 1e-6)
-            np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * scale, err_msg=impl)
+            np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale, err_msg=impl)
 
 
 def test_conv_layers_keep_nn_conv_parameter_names():

@@ -104,10 +104,10 @@ class Encoder(nn.Module):
         ae_type: 'sae' (one code) | 'vae' (mean and log-variance).
         code_dim: code size (thesis: 50).
         width_divisor: divides every conv width (min 1); 1 = the thesis, tests use 8.
-        conv_impl: `layers.StridedConv.impl`: 'auto' ('mixed' per layer, 'gemm' on maps of
-            2x2 or less), 'mixed' (lax forward, products backward), 'gemm' or 'native'
-            (nn.Conv's lax conv, whose backward pass is 3.6x slower here); equal outputs and
-            gradients.
+        conv_impl: `layers.StridedConv.impl`: 'auto' (per layer: 'block' on the RGB input,
+            'gemm' on maps of 2x2 or less, else 'mixed'), 'mixed' (lax forward, products
+            backward), 'gemm', 'block' or 'native' (nn.Conv's lax conv, whose backward pass is
+            3.6x slower here); equal outputs and gradients.
         dtype: computation dtype (parameters stay float32).
         axis_name: mapped axis over which BatchNorm averages its statistics (global batch).
     """

@@ -635,6 +635,9 @@ def _stack_time(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
     return stacked, jnp.moveaxis(kernel, 0, 2).reshape(1, k, k, kt * c, o)
 
 
+_FORWARDS = ("products", "lax", "block")
+
+
 def conv_taps(
     x: jax.Array,
     kernel: jax.Array,
@@ -670,15 +673,17 @@ def conv_taps(
         stride, padding: spatial, per axis (symmetric zero padding).
         taps: 'input' | 'block' | 'output' | 'auto'.
         time_taps: 'stack' | 'sum'.
-        forward: 'products' (the above) or 'lax' (the forward pass by XLA's 2-D
+        forward: 'products' (the above), 'lax' (the forward pass by XLA's 2-D
             convolutions, `conv_slices`, which XLA:CPU runs well on small maps; the gradient
-            by products).
+            by products) or 'block' (the forward pass by products in 'block' form, the
+            gradient in `taps`' form: on RGB input the forward's operand is then 12 channels
+            wide, while 'input' keeps the gradient to the exact 9 taps).
 
     Returns:
         [T - kt + 1, N, Ho, Wo, C_out], Ho = (H + 2p - k) // s + 1.
     """
-    if forward not in ("products", "lax"):
-        raise ValueError(f"forward must be 'products' or 'lax', got {forward!r}")
+    if forward not in _FORWARDS:
+        raise ValueError(f"forward must be one of {_FORWARDS}, got {forward!r}")
     return _conv_taps_remat(stride, padding, taps, time_taps, forward, x, kernel)
 
 
@@ -708,6 +713,8 @@ def conv_slices(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
 def _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward):
     if forward == "lax":
         return conv_slices(x, kernel, stride, padding)
+    if forward == "block":
+        taps = "block"
     return _conv_taps(x, kernel, stride, padding, taps, time_taps)
 
 
@@ -830,18 +837,24 @@ def conv_reference(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Arr
     )
 
 
-_CONV_IMPLS = ("auto", "gemm", "mixed", "native")
+_CONV_IMPLS = ("auto", "gemm", "mixed", "block", "native")
 
 
-def choose_conv_impl(out_hw: tuple[int, int]) -> str:
-    """`StridedConv`'s impl for 'auto': 'gemm' for outputs of at most 2x2 pixels, else 'mixed'.
+def choose_conv_impl(out_hw: tuple[int, int], in_channels: int) -> str:
+    """`StridedConv`'s impl for 'auto': 'gemm' for outputs of at most 2x2 pixels, 'block' on
+    RGB input (C_in <= 4), else 'mixed'.
 
     On the last layer of the large encoder (4x4x256 -> 2x2x512) XLA's convolution (forward)
     leaves the cores idle while im2col + one product does not (2-core XLA:CPU, AVX2, 128
     frames: about 2x faster); from 8x8 outputs on, 'mixed' is as fast or faster. Their
-    gradients are the same products either way.
+    gradients are the same products either way. On the encoder's first layer (64x64x3 ->
+    32x32x32, K3 S2, 128 frames, 2-core XLA:CPU, AVX-512) XLA's convolution of 3 channels ran
+    at ~10 GFLOP/s: 'block' took 9.4 ms forward and 11.3 ms forward + input gradient against
+    'mixed''s 12.0 / 19.9 (BENCHMARKS.md, "The encoder's RGB layer").
     """
-    return "gemm" if out_hw[0] * out_hw[1] <= 4 else "mixed"
+    if out_hw[0] * out_hw[1] <= 4:
+        return "gemm"
+    return "block" if in_channels <= 4 else "mixed"
 
 
 class StridedConv(nn.Module):
@@ -853,6 +866,8 @@ class StridedConv(nn.Module):
         products. Large AE encoder, 128 frames (2-core XLA:CPU, CPU ms): forward 72 (= native),
         forward + backward 226 (native 836, gemm 233).
       'gemm': forward and gradients by `strided_conv` (forward 92 ms there).
+      'block': forward by `strided_conv`'s products in 'block' form (space-to-depth: RGB
+        becomes 12 channels, 16 taps of which 7 are zero for K3 S2), gradients by `taps`.
       'native': lax.conv_general_dilated throughout, i.e. nn.Conv. XLA:CPU runs it well for
         D_I's K4 S2 layers (forward + backward 3.5 ms for 8 images at ndf=16, 130 ms for 32 at
         ndf=64, vs gemm 4.7 / 146), badly for the encoder's K3 S2 ones (above).
@@ -862,8 +877,9 @@ class StridedConv(nn.Module):
         kernel_size: k.
         stride: s.
         padding: p, symmetric zero padding.
-        impl: 'mixed' | 'gemm' | 'native' | 'auto' (per layer, `choose_conv_impl`).
-        taps: `conv_taps`' 'input' | 'block' | 'output' | 'auto' (gemm and mixed).
+        impl: 'mixed' | 'gemm' | 'block' | 'native' | 'auto' (per layer, `choose_conv_impl`).
+        taps: `conv_taps`' 'input' | 'block' | 'output' | 'auto' (the gradients' form; with
+            'gemm' also the forward's).
         kernel_init: initialiser of the kernel.
         dtype: computation dtype (parameters stay float32).
     """
@@ -889,11 +905,11 @@ class StridedConv(nn.Module):
         if impl == "auto":
             ho = conv_output_size(x.shape[1], k, self.stride, self.padding)
             wo = conv_output_size(x.shape[2], k, self.stride, self.padding)
-            impl = choose_conv_impl((ho, wo))
+            impl = choose_conv_impl((ho, wo), x.shape[-1])
         if impl == "native":
             pad = ((self.padding, self.padding),) * 2
             return conv_reference(x, kernel, (self.stride,) * 2, pad)
-        forward = "lax" if impl == "mixed" else "products"
+        forward = {"mixed": "lax", "block": "block"}.get(impl, "products")
         return strided_conv(x, kernel, self.stride, self.padding, self.taps, forward)
 
 
