@@ -296,3 +296,59 @@ def test_real_and_fake_loop_equals_two_calls(mesh2):
         # Summation order differs (one scanned body vs two fused calls): float32 rounding.
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
     assert max(np.abs(g).max() for g in jax.tree.leaves(g1)) > 1e-4  # not a vacuous match
+
+
+def test_encoder_chunk_sizes():
+    assert [steps.encoder_chunk(n) for n in (13, 64, 128, 256, 96, 130, 131)] == [
+        13,
+        64,
+        64,
+        64,
+        48,
+        26,
+        1,
+    ]
+    assert steps.encoder_chunk(26, target=13) == 13
+
+
+def test_encoder_in_chunks_equals_one_call(monkeypatch):
+    # `encode_frames` runs the frames through in chunks (a lax.map); codes and gradients
+    # w.r.t. the encoder's weights and the frames equal those of one call on all frames.
+    monkeypatch.setattr(steps, "ENCODER_CHUNK", 13)
+    models = state_lib.build_models(TINY, axis_name=None)
+    ae = state_lib.create_ae_state(TINY, models, state_lib.adam(1e-3, TINY), 0)
+    params, stats = ae.params["encoder"], ae.batch_stats["encoder"]
+    frames = jnp.asarray(_batch(TINY)["video"].reshape(26, 64, 64, 3))
+    ct = jax.random.normal(jax.random.key(3), (26, state_lib.CODE_DIM))
+
+    def one_call(p, x):
+        mean, _ = models.encoder.apply({"params": p, "batch_stats": stats}, x, train=False)
+        return mean
+
+    def chunked(p, x):
+        return steps.encode_frames(models, p, stats, x)
+
+    results = []
+    for fn in (chunked, one_call):
+        codes, vjp = jax.vjp(jax.jit(fn), params, frames)
+        results.append((codes, vjp(ct)))
+    jaxpr = jax.make_jaxpr(chunked)(params, frames)
+    assert "scan[" in str(jaxpr) and "length=2" in str(jaxpr), "26 frames: 2 chunks of 13"
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+
+
+def test_step_with_chunked_encoder_matches_one_call(mesh2, monkeypatch):
+    # The whole fine-tuning step on two devices (2 clips x 13 frames per device: 2 chunks of
+    # 13 frames, the real clips' and the fakes' encodings in a loop) against the same step
+    # encoding each device's 26 frames at once.
+    config = dataclasses.replace(TINY, ae_weights="finetune", video_batch=4, image_batch=4)
+    finals = []
+    for chunk in (13, 64):
+        monkeypatch.setattr(steps, "ENCODER_CHUNK", chunk)
+        final, history = _run(config, mesh2, 1)
+        finals.append((final.gen_params, history))
+    (p1, h1), (p2, h2) = finals
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(np.abs(b).max(), 1e-3))
+    assert h1[0]["train/g_content"] == pytest.approx(h2[0]["train/g_content"], rel=1e-5)

@@ -76,16 +76,40 @@ def pick_frames(clips: jax.Array, frame_idx: jax.Array) -> jax.Array:
     return clips[clip_idx, frame_idx]
 
 
+# Frames per encoder call: the encoder's activations for 64 frames stay in a 2-core CPU's
+# caches (64x64x3 -> 32x32x32 is 8 MiB), whole batches spill them (BENCHMARKS.md, "The
+# encoder in chunks").
+ENCODER_CHUNK = 64
+
+
+def encoder_chunk(n: int, target: int | None = None) -> int:
+    """Frames per `encode_frames` call for n frames: the largest divisor of n up to target
+    (default `ENCODER_CHUNK`; n itself when n <= target; 1: no divisor helps, e.g. a prime n)."""
+    target = ENCODER_CHUNK if target is None else target
+    return max(d for d in range(1, min(n, target) + 1) if n % d == 0)
+
+
 def encode_frames(models: Models, enc_params, enc_batch_stats, frames: jax.Array) -> jax.Array:
     """Content codes of frames [N, 64, 64, 3] in [-1, 1] -> [N, 50] (VAE: the mean).
 
     The encoder always runs with its pre-trained BN statistics (inference mode): frozen keeps
-    them fixed by definition, and fine-tuning adapts the weights only (WORKSPACE.md).
+    them fixed by definition, and fine-tuning adapts the weights only (WORKSPACE.md). Each
+    frame's code depends on that frame alone, so the frames go through in chunks of
+    `encoder_chunk` (one `lax.map` loop: the same codes, computed cache-sized).
     """
-    mean, _ = models.encoder.apply(
-        {"params": enc_params, "batch_stats": enc_batch_stats}, frames, train=False
-    )
-    return mean.astype(jnp.float32)
+
+    def encode(x: jax.Array) -> jax.Array:
+        mean, _ = models.encoder.apply(
+            {"params": enc_params, "batch_stats": enc_batch_stats}, x, train=False
+        )
+        return mean.astype(jnp.float32)
+
+    n = frames.shape[0]
+    chunk = encoder_chunk(n)
+    if chunk == n or chunk < 8:  # one call; tiny chunks would cost more than they save
+        return encode(frames)
+    codes = jax.lax.map(encode, frames.reshape((n // chunk, chunk) + frames.shape[1:]))
+    return codes.reshape((n,) + codes.shape[2:])
 
 
 def encode_clips(models: Models, enc_params, enc_batch_stats, clips: jax.Array) -> jax.Array:
