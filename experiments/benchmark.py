@@ -233,8 +233,25 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     }
 
 
+def _fwd_bwd_row(args, fwd, bwd, *inputs) -> dict:
+    """Compile time and median ms of a jitted forward and forward + backward."""
+    row = {}
+    for tag, fn in (("fwd", fwd), ("fwd_bwd", bwd)):
+        start = time.perf_counter()
+        compiled = fn.lower(*inputs).compile()
+        row[f"{tag}_compile_s"] = round(time.perf_counter() - start, 2)
+        jax.block_until_ready(compiled(*inputs))
+        times = timed(compiled, *inputs, reps=args.net_reps)
+        row[f"{tag}_ms"] = round(1000 * statistics.median(times), 2)
+    return row
+
+
 def bench_nets(args, config: Config, local) -> dict:
-    """Forward and forward + backward of each network alone, at the step's batch sizes."""
+    """Forward and forward + backward of each network alone, at the step's batch sizes.
+
+    'codes' is the frozen encoder as the GAN step runs it (`steps.encode_frames`: inference
+    mode, in chunks of `--encoder_chunk` frames; gradient w.r.t. the frames only).
+    """
     key = jax.random.PRNGKey(0)
     bv, bi, t = config.video_batch, config.image_batch, config.video_length
     gen_in = state_lib.generator_input_dim(config)
@@ -244,9 +261,10 @@ def bench_nets(args, config: Config, local) -> dict:
         "G_I": (local.generator, jnp.zeros((bv * t, gen_in))),
         "encoder": (local.encoder, jnp.zeros((bv * t, 64, 64, 3))),
     }
+    nets = args.nets.split(",")
     out = {}
     for net, (module, x) in cases.items():
-        if net not in args.nets.split(","):
+        if net not in nets:
             continue
         variables = jax.jit(lambda m=module, x=x: m.init(key, x, train=False))()
         x = x + 0.5 * jax.random.normal(key, x.shape)
@@ -257,15 +275,21 @@ def bench_nets(args, config: Config, local) -> dict:
             return jnp.mean(jnp.square(y.astype(jnp.float32)))
 
         fwd, bwd = jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1)))
-        row = {}
-        for tag, fn in (("fwd", fwd), ("fwd_bwd", bwd)):
-            start = time.perf_counter()
-            compiled = fn.lower(variables["params"], x).compile()
-            row[f"{tag}_compile_s"] = round(time.perf_counter() - start, 2)
-            jax.block_until_ready(compiled(variables["params"], x))
-            times = timed(compiled, variables["params"], x, reps=args.net_reps)
-            row[f"{tag}_ms"] = round(1000 * statistics.median(times), 2)
-        out[net] = row
+        out[net] = _fwd_bwd_row(args, fwd, bwd, variables["params"], x)
+    if "codes" in nets:
+        frames = jax.random.uniform(key, (bv * t, 64, 64, 3), minval=-1.0, maxval=1.0)
+        variables = jax.jit(lambda: local.encoder.init(key, frames[:1], train=False))()
+
+        def codes_loss(frames):
+            codes = steps.encode_frames(
+                local, variables["params"], variables["batch_stats"], frames
+            )
+            return jnp.mean(jnp.square(codes))
+
+        out["codes"] = _fwd_bwd_row(
+            args, jax.jit(codes_loss), jax.jit(jax.grad(codes_loss)), frames
+        )
+        out["codes"]["chunk"] = steps.encoder_chunk(bv * t)
     return {"part": "nets", "networks": out, "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
@@ -394,7 +418,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (>= 5 recommended)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     parser.add_argument("--net_reps", type=int, default=5, help="timed calls per network")
-    parser.add_argument("--nets", default="D_V,D_I,G_I,encoder", help="networks of --parts nets")
+    parser.add_argument(
+        "--nets",
+        default="D_V,D_I,G_I,encoder,codes",
+        help="networks of --parts nets ('codes': the frozen encoder as the GAN step runs it)",
+    )
+    parser.add_argument(
+        "--encoder_chunk",
+        type=int,
+        default=steps.ENCODER_CHUNK,
+        help="frames per encoder call in the GAN step, 'codes' and eval (steps.ENCODER_CHUNK); "
+        "0: all frames in one call (before)",
+    )
     parser.add_argument("--video_length", type=int, default=16)
     parser.add_argument(
         "--precision",
@@ -454,6 +489,9 @@ def main() -> None:
         if name not in CONFIGS:
             parser.error(f"unknown config {name!r}; choose from {list(CONFIGS)}")
 
+    if args.encoder_chunk < 0:
+        parser.error("--encoder_chunk must be >= 0")
+    steps.ENCODER_CHUNK = args.encoder_chunk or 2**31  # 0: one call, whatever the frame count
     cache_dir = xla_options.use_compilation_cache(
         xla_options.cache_dir_from_flag(args.compilation_cache_dir)  # '' (the default): none
     )
@@ -470,6 +508,7 @@ def main() -> None:
         "conv_impl": args.conv_impl,
         "dvid_impl": args.dvid_impl,
         "upconv_impl": args.upconv_impl,
+        "encoder_chunk": args.encoder_chunk,
         "reuse_fakes": not args.render_twice,
     }
     rows = []
