@@ -848,9 +848,9 @@ def choose_conv_impl(out_hw: tuple[int, int], in_channels: int) -> str:
     leaves the cores idle while im2col + one product does not (2-core XLA:CPU, AVX2, 128
     frames: about 2x faster); from 8x8 outputs on, 'mixed' is as fast or faster. Their
     gradients are the same products either way. On the encoder's first layer (64x64x3 ->
-    32x32x32, K3 S2, 128 frames, 2-core XLA:CPU, AVX-512) XLA's convolution of 3 channels ran
-    at ~10 GFLOP/s: 'block' took 9.4 ms forward and 11.3 ms forward + input gradient against
-    'mixed''s 12.0 / 19.9 (BENCHMARKS.md, "The encoder's RGB layer").
+    32x32x32, K3 S2) XLA's convolution of 3 channels ran at 10-16 GFLOP/s in the GAN step
+    (2-core XLA:CPU, AVX-512, 2 x 128 frames); with 'block' there the encoder's operations
+    took 158 instead of 184 ms per step (BENCHMARKS.md, "The encoder's RGB layer").
     """
     if out_hw[0] * out_hw[1] <= 4:
         return "gemm"
