@@ -291,7 +291,7 @@ def test_conv_impls_equal_native(net):
         impls = ("auto", "gemm", "mixed", "block", "native")
     # BatchNorm over 3 frames divides by small-batch deviations, which magnifies rounding: the
     # encoders' 'block' forward differed from nn.Conv's by 3.5e-5 of a BN gradient's scale
-    # here, and by 2e-16 with the same computation in float64.
+    # here, and agrees in float64 (`test_encoder_block_impl_is_exact_in_float64`).
     tol = 2e-5 if net in ("dimg", "dvid") else 5e-5
     got = _grads_by_impl(make, impls, x)
     want = jax.tree.leaves(got.pop("native"))
@@ -301,6 +301,24 @@ def test_conv_impls_equal_native(net):
         for a, b in zip(leaves, want, strict=True):
             scale = max(float(jnp.max(jnp.abs(b))), 1e-6)
             np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale, err_msg=impl)
+
+
+def test_encoder_block_impl_is_exact_in_float64():
+    # The 5e-5 bound above is float32 rounding, not an error of the 'block' form: computed in
+    # float64 the same encoder pass agrees with nn.Conv's to float64 rounding.
+    with jax.enable_x64(True):
+        make = lambda i: autoencoder.Encoder(  # noqa: E731
+            size="small", ae_type="sae", width_divisor=8, conv_impl=i, dtype=jnp.float64
+        )
+        got = _grads_by_impl(make, ("block", "native"), _frames(16, 3).astype(jnp.float64))
+    leaves = list(zip(jax.tree.leaves(got["block"]), jax.tree.leaves(got["native"]), strict=True))
+    assert any(b.dtype == jnp.float64 for _, b in leaves)  # the frames' gradient
+    for a, b in leaves:
+        # float32 leaves (the parameters' gradients, the codes) are float64 results rounded
+        # once: within one float32 ulp of the largest value.
+        rel = 1e-12 if b.dtype == jnp.float64 else 2.5e-7
+        scale = max(float(jnp.max(jnp.abs(b))), 1e-6)
+        np.testing.assert_allclose(a, b, rtol=0, atol=rel * scale)
 
 
 def test_conv_layers_keep_nn_conv_parameter_names():
