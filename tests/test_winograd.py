@@ -175,15 +175,17 @@ def test_choose_tile_fewest_products_within_accurate_points():
 
 @pytest.mark.parametrize("t", [7, 13, 16])
 def test_video_conv_auto_winograd_with_gradients_equals_native(t):
-    # The module's Winograd path as the step runs it: space-to-depth before the time transform
-    # and the tile chosen per layer (t = 13: F(5, 4) on 10 output frames).
+    # The module's Winograd path on a small layer (the loop form), as the step runs it at
+    # '16': space-to-depth before the time transform and the tile chosen per layer (t = 13:
+    # F(5, 4) on 10 output frames; t = 16: F(5, 4), 3 tiles for 13 frames, the last cropped).
+    assert layers.choose_winograd_loop((t - 3, 2, 4, 4, 16))
     x = jax.random.normal(jax.random.key(t), (t, 2, 8, 8, 8))
     w = jax.random.normal(jax.random.key(t + 1), (4, 4, 4, 8, 16))
     ct = jax.random.normal(jax.random.key(t + 2), (t - 3, 2, 4, 4, 16))
     outs = {}
     for impl in ("winograd", "native"):
         conv = layers.VideoConv(16, 4, 4, stride=2, padding=1, impl=impl)
-        y, vjp = jax.vjp(lambda x, w: conv.apply({"params": {"kernel": w}}, x), x, w)
+        y, vjp = jax.vjp(lambda x, w, conv=conv: conv.apply({"params": {"kernel": w}}, x), x, w)
         outs[impl] = (y, *vjp(ct))
     for a, b in zip(outs["winograd"], outs["native"], strict=True):
         _assert_close(a, b)

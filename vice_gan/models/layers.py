@@ -980,8 +980,9 @@ class VideoConv(nn.Module):
             'auto' (per layer by `choose_video_impl`). All are numerically equal.
         taps, kernel_init, dtype: as `StridedConv`.
         winograd_tile: output frames per Winograd tile (F(m, kt); 4: 7 products per 4
-            frames instead of 16), or 0: per layer the fewest products
-            (`winograd.choose_tile`: F(5, 4) on 10 output frames, 16 products instead of 21).
+            frames instead of 16), or 0: 4 where the products are unrolled, the fewest
+            products where they run as one loop (`winograd.choose_tile`: F(5, 4) on 10 output
+            frames, 16 products instead of 21).
     """
 
     features: int
@@ -1017,16 +1018,20 @@ class VideoConv(nn.Module):
             return conv_slices(x, kernel, s, p)
         forward = "lax" if impl in ("mixed", "winograd_mixed") else "products"
         if impl.startswith("winograd") and kt > 1 and out[0] > 1:
-            m = self.winograd_tile or winograd.choose_tile(out[0], kt)
             loop = choose_winograd_loop((*out, self.features))
             taps = self.taps
             if taps == "auto":
                 taps = choose_taps(k, s, x.shape[-1], self.features, out[2:])
-            if forward == "products" and s > 1 and taps in ("block", "output"):
-                # Space-to-depth once, on the input, instead of on each of the m + kt - 1
-                # transformed inputs inside their products: the time transform combines whole
-                # frames, so it commutes with the spatial pad and rearrangement. What is left
-                # per product is a stride-1 conv with the block kernel (the same 'taps' form).
+            # The loop form (small layers) takes the tile with the fewest products (F(5, 4) on
+            # D_V's layer 2: 16 products instead of 21) and space-to-depth once, on the input,
+            # instead of inside each product: the time transform combines whole frames, so it
+            # commutes with the spatial pad and rearrangement, and what is left per product is a
+            # stride-1 conv with the block kernel (the same 'taps' form). The step at '16' ran
+            # 3-4 % faster. Unrolled (large layers) neither paid: XLA fuses each transformed
+            # input into its space-to-depth copy, and F(5, 4)'s stride-5 frame slices made those
+            # copies ~5x slower (BENCHMARKS.md, "D_V's Winograd tiles").
+            m = self.winograd_tile or (winograd.choose_tile(out[0], kt) if loop else 4)
+            if loop and forward == "products" and s > 1 and taps in ("block", "output"):
                 x, kernel = blocked_input(x, k, s, p), block_kernel(kernel, s)
                 k, s, p = kernel.shape[1], 1, 0
 
