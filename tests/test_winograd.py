@@ -54,7 +54,7 @@ def _assert_close(got, want, rel=2e-5):
 
 
 @pytest.mark.parametrize("t", [4, 5, 7, 8, 10, 13])
-@pytest.mark.parametrize("m", [2, 4, 5])
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("forward", ["products", "lax"])
 def test_winograd_conv_equals_nn_conv3d_with_gradients(t, m, forward):
     _check_against_nn_conv3d(t, m, forward, loop=True)
@@ -165,27 +165,3 @@ def test_backward_keeps_the_input_not_the_transformed_points(loop, capsys):
     padded_input = (tiles * m + 3) * n * h * w * c
     a = m + 3
     assert sum(sizes) <= padded_input + a * 4 * 4 * c * o, sorted(sizes)
-
-
-def test_choose_tile_fewest_products_within_accurate_points():
-    # D_V's output lengths 13, 10, 7, 4 (T = 16): F(5, 4), F(5, 4), F(4, 4), F(4, 4).
-    assert [winograd.choose_tile(n, 4) for n in (13, 10, 7, 4)] == [5, 5, 4, 4]
-    assert winograd.choose_tile(12, 3) == 6  # F(6, 3): 8 points, the largest allowed
-
-
-@pytest.mark.parametrize("t", [7, 13, 16])
-def test_video_conv_auto_winograd_with_gradients_equals_native(t):
-    # The module's Winograd path on a small layer (the loop form), as the step runs it at
-    # '16': space-to-depth before the time transform and the tile chosen per layer (t = 13:
-    # F(5, 4) on 10 output frames; t = 16: F(5, 4), 3 tiles for 13 frames, the last cropped).
-    assert layers.choose_winograd_loop((t - 3, 2, 4, 4, 16))
-    x = jax.random.normal(jax.random.key(t), (t, 2, 8, 8, 8))
-    w = jax.random.normal(jax.random.key(t + 1), (4, 4, 4, 8, 16))
-    ct = jax.random.normal(jax.random.key(t + 2), (t - 3, 2, 4, 4, 16))
-    outs = {}
-    for impl in ("winograd", "native"):
-        conv = layers.VideoConv(16, 4, 4, stride=2, padding=1, impl=impl)
-        y, vjp = jax.vjp(lambda x, w, conv=conv: conv.apply({"params": {"kernel": w}}, x), x, w)
-        outs[impl] = (y, *vjp(ct))
-    for a, b in zip(outs["winograd"], outs["native"], strict=True):
-        _assert_close(a, b)

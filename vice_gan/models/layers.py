@@ -506,21 +506,6 @@ def block_kernel(kernel: jax.Array, stride: int) -> jax.Array:
     return kernel.reshape(*lead, n, n, stride * stride * c, o)
 
 
-def blocked_input(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
-    """The 'block' / 'output' forms' operand: [..., H, W, C] -> [..., Ho + n - 1, Wo + n - 1,
-    s*s*C], zero-padded (or cropped of rows no window reads) to whole blocks, then
-    `space_to_depth` by s; n = ceil(k / s). The stride-s conv of x with `kernel` is the stride-1,
-    unpadded conv of this with `block_kernel(kernel, s)`.
-    """
-    *_, h, w, _ = x.shape
-    n = -(-k // stride)
-    ho = conv_output_size(h, k, stride, padding)
-    wo = conv_output_size(w, k, stride, padding)
-    hi_h = stride * (ho + n - 1) - h - padding
-    hi_w = stride * (wo + n - 1) - w - padding
-    return space_to_depth(_pad_spatial(x, padding, hi_h, hi_w), stride)
-
-
 def _pad_spatial(x: jax.Array, lo: int, hi_h: int, hi_w: int) -> jax.Array:
     """Zero-pads (negative: crops) the H and W axes of [..., H, W, C]."""
     return _pad_hw(x, (-3, -2), ((lo, hi_h), (lo, hi_w)))
@@ -796,7 +781,10 @@ def _conv_taps(
     if taps not in ("output", "block"):
         raise ValueError(f"taps must be 'input', 'block', 'output' or 'auto', got {taps!r}")
     n = -(-k // stride)
-    xs = blocked_input(x, k, stride, padding)
+    # Pad (or crop rows no window reads) to s * (out + n - 1): whole blocks, every window inside.
+    hi_h = stride * (ho + n - 1) - h - padding
+    hi_w = stride * (wo + n - 1) - w - padding
+    xs = space_to_depth(_pad_spatial(x, padding, hi_h, hi_w), stride)
     wb = block_kernel(kernel, stride)  # [kt, n, n, s*s*C_in, C_out]
     if stack:
         # Frames stacked after space-to-depth: the copy moves runs of s*s*C_in values, not C_in
@@ -980,9 +968,7 @@ class VideoConv(nn.Module):
             'auto' (per layer by `choose_video_impl`). All are numerically equal.
         taps, kernel_init, dtype: as `StridedConv`.
         winograd_tile: output frames per Winograd tile (F(m, kt); 4: 7 products per 4
-            frames instead of 16), or 0: 4 where the products are unrolled, the fewest
-            products where they run as one loop (`winograd.choose_tile`: F(5, 4) on 10 output
-            frames, 16 products instead of 21).
+            frames instead of 16).
     """
 
     features: int
@@ -992,7 +978,7 @@ class VideoConv(nn.Module):
     padding: int = 0
     impl: str = "auto"
     taps: str = "auto"
-    winograd_tile: int = 0
+    winograd_tile: int = 4
     kernel_init: Initializer = dcgan_kernel_init
     dtype: Dtype = jnp.float32
 
@@ -1017,26 +1003,11 @@ class VideoConv(nn.Module):
         if impl == "slices":
             return conv_slices(x, kernel, s, p)
         forward = "lax" if impl in ("mixed", "winograd_mixed") else "products"
-        if impl.startswith("winograd") and kt > 1 and out[0] > 1:
-            loop = choose_winograd_loop((*out, self.features))
-            taps = self.taps
-            if taps == "auto":
-                taps = choose_taps(k, s, x.shape[-1], self.features, out[2:])
-            # The loop form (small layers) takes the tile with the fewest products (F(5, 4) on
-            # D_V's layer 2: 16 products instead of 21) and space-to-depth once, on the input,
-            # instead of inside each product: the time transform combines whole frames, so it
-            # commutes with the spatial pad and rearrangement, and what is left per product is a
-            # stride-1 conv with the block kernel (the same 'taps' form). The step at '16' ran
-            # 3-4 % faster. Unrolled (large layers) neither paid: XLA fuses each transformed
-            # input into its space-to-depth copy, and F(5, 4)'s stride-5 frame slices made those
-            # copies ~5x slower (BENCHMARKS.md, "D_V's Winograd tiles").
-            m = self.winograd_tile or (winograd.choose_tile(out[0], kt) if loop else 4)
-            if loop and forward == "products" and s > 1 and taps in ("block", "output"):
-                x, kernel = blocked_input(x, k, s, p), block_kernel(kernel, s)
-                k, s, p = kernel.shape[1], 1, 0
+        if impl.startswith("winograd") and kt > 1 and x.shape[0] - kt + 1 > 1:
 
             def spatial(frames: jax.Array, kernel2d: jax.Array) -> jax.Array:
-                return conv_taps(frames, kernel2d[None], s, p, taps, forward=forward)
+                return conv_taps(frames, kernel2d[None], s, p, self.taps, forward=forward)
 
-            return winograd.conv_time_winograd(x, kernel, m, spatial, loop)
+            loop = choose_winograd_loop((*out, self.features))
+            return winograd.conv_time_winograd(x, kernel, self.winograd_tile, spatial, loop)
         return conv_taps(x, kernel, s, p, self.taps, forward=forward)

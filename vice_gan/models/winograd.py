@@ -77,29 +77,6 @@ def num_tiles(out_len: int, m: int) -> int:
     return -(-out_len // m)
 
 
-# Tiles whose transforms use only 0, +-1, +-2, +-1/2 (and infinity): up to m + r - 2 = 7 finite
-# points, e.g. F(5, 4) or F(6, 3), the largest that Lavin & Gray found accurate in float32;
-# +-3 (F(6, 4) and up) magnify the rounding error of the transforms several times.
-_ACCURATE_POINTS = 7
-
-
-def choose_tile(out_len: int, r: int) -> int:
-    """The m of F(m, r) that covers out_len output frames with the fewest products.
-
-    Products are tiles * (m + r - 1); among tiles with at most `_ACCURATE_POINTS` finite points,
-    ties go to the smaller m. For D_V (r = 4, output lengths 13, 10, 7, 4): m = 5, 5, 4, 4, i.e.
-    24, 16, 14, 7 products (F(4, 4) throughout: 28, 21, 14, 7; the direct form 52, 40, 28, 16).
-    """
-    best = None
-    for m in range(1, _ACCURATE_POINTS - r + 3):
-        cost = num_tiles(out_len, m) * (m + r - 1)
-        if best is None or cost < best[0]:
-            best = (cost, m)
-    if best is None:
-        raise ValueError(f"no Winograd tile of a {r}-tap filter within {_ACCURATE_POINTS} points")
-    return best[1]
-
-
 def _interleave(parts: Sequence[jax.Array]) -> jax.Array:
     """m arrays [tiles, ...] (frame r of every tile) -> [tiles * m, ...] in time order."""
     y = jnp.stack(parts, axis=1)  # [tiles, m, ...]
