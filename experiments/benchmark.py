@@ -411,7 +411,8 @@ def print_table(rows: list[dict]) -> None:
             )
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """benchmark.py's command line (also what `bench_ab.py` parses each variant with)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="16,32,64", help=f"comma list of {list(CONFIGS)}")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
@@ -479,6 +480,11 @@ def main() -> None:
     parser.add_argument("--ae_type", default="sae", choices=("sae", "vae"))
     parser.add_argument("--ae_batch", type=int, default=32)
     parser.add_argument("--eval_batch", type=int, default=32, help="clips per evaluation call")
+    return parser
+
+
+def main() -> None:
+    parser = make_parser()
     args = parser.parse_args()
     parts = args.parts.split(",")
     for p in parts:
