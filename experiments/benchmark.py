@@ -411,6 +411,20 @@ def print_table(rows: list[dict]) -> None:
             )
 
 
+def _frame_count(text: str) -> int:
+    """argparse type of --encoder_chunk: an int >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def set_encoder_chunk(frames: int) -> None:
+    """steps.ENCODER_CHUNK from --encoder_chunk (read while tracing a step; 0: all frames in
+    one call, whatever their count)."""
+    steps.ENCODER_CHUNK = frames or 2**31
+
+
 def make_parser() -> argparse.ArgumentParser:
     """benchmark.py's command line (also what `bench_ab.py` parses each variant with)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -426,7 +440,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--encoder_chunk",
-        type=int,
+        type=_frame_count,
         default=steps.ENCODER_CHUNK,
         help="frames per encoder call in the GAN step, 'codes' and eval (steps.ENCODER_CHUNK); "
         "0: all frames in one call (before)",
@@ -495,9 +509,7 @@ def main() -> None:
         if name not in CONFIGS:
             parser.error(f"unknown config {name!r}; choose from {list(CONFIGS)}")
 
-    if args.encoder_chunk < 0:
-        parser.error("--encoder_chunk must be >= 0")
-    steps.ENCODER_CHUNK = args.encoder_chunk or 2**31  # 0: one call, whatever the frame count
+    set_encoder_chunk(args.encoder_chunk)
     cache_dir = xla_options.use_compilation_cache(
         xla_options.cache_dir_from_flag(args.compilation_cache_dir)  # '' (the default): none
     )

@@ -17,7 +17,9 @@ def test_parse_variant_takes_the_step_switches():
     assert (args.dvid_impl, args.encoder_chunk, args.render_twice) == ("mixed", 0, True)
 
 
-@pytest.mark.parametrize("text", ["--steps 3", "--configs 32", "--dvid_impl bogus", "--x"])
+@pytest.mark.parametrize(
+    "text", ["--steps 3", "--configs 32", "--dvid_impl bogus", "--encoder_chunk -1", "--x"]
+)
 def test_parse_variant_rejects_other_switches(text, capsys):
     with pytest.raises(ValueError, match="variant"):
         bench_ab.parse_variant(text)
