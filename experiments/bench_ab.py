@@ -5,8 +5,8 @@ Usage:
       --variant "" --variant "--dvid_impl mixed"
 
 Each --variant is a string of benchmark.py's switches that choose how the step is computed
-(--dvid_impl, --conv_impl, --upconv_impl, --encoder_chunk, --render_twice, --precision,
---video_length); the first is the reference. Every variant's step is compiled and warmed up
+(--dvid_impl, --conv_impl, --upconv_impl, --encoder_chunk, --render_twice, --keep_activations,
+--precision, --video_length); the first is the reference. Every variant's step is compiled and warmed up
 once, then --rounds rounds run one step of each variant in turn, on the same batch. Per round,
 ratio = the reference's time / the variant's (> 1: the variant is faster). Between processes
 this machine's speed drifts by 10-30 % (BENCHMARKS.md), which hides changes of a few per cent
@@ -44,6 +44,7 @@ VARIANT_SWITCHES = (
     "upconv_impl",
     "encoder_chunk",
     "render_twice",
+    "keep_activations",
     "precision",
     "video_length",
 )

@@ -96,6 +96,7 @@ def build(args, name: str) -> tuple[Config, state_lib.Models, state_lib.Models]:
         video_length=args.video_length,
         precision=args.precision,
         reuse_fakes=not args.render_twice,
+        recompute_activations=not args.keep_activations,
         ae_size=args.ae_size,
         ae_type=args.ae_type,
         ae_batch=args.ae_batch,
@@ -478,6 +479,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="render the fakes again for the G update (reuse_fakes=False), as the peer does",
     )
     parser.add_argument(
+        "--keep_activations",
+        action="store_true",
+        help="the G update keeps G's BatchNorm and ReLU outputs from the forward pass "
+        "(recompute_activations=False; before)",
+    )
+    parser.add_argument(
         "--no_trim",
         action="store_true",
         help="keep the initialisation's programs and the heap's free pages before compiling and "
@@ -528,6 +535,7 @@ def main() -> None:
         "upconv_impl": args.upconv_impl,
         "encoder_chunk": args.encoder_chunk,
         "reuse_fakes": not args.render_twice,
+        "recompute_activations": not args.keep_activations,
     }
     rows = []
     for name in names:

@@ -104,6 +104,13 @@ flags.DEFINE_boolean(
     "D_I, D_V and G updates (the generator does not change in between); False "
     "renders a second batch for the G update, as MoCoGAN's code does.",
 )
+flags.DEFINE_boolean(
+    "recompute_activations",
+    True,
+    "The G update's backward pass keeps only each generator layer's conv output and "
+    "recomputes its BatchNorm and ReLU outputs (less memory, the same values); False keeps "
+    "them from the forward pass.",
+)
 flags.DEFINE_enum(
     "precision",
     "float32",
@@ -185,6 +192,7 @@ class Config:
     beta2: float = 0.999
     lambda_content: float = 1.0
     reuse_fakes: bool = True
+    recompute_activations: bool = True
     precision: str = "float32"
     seed: int = 0
     checkpoint_every: int = 1000
@@ -325,6 +333,7 @@ _GAN_FINGERPRINT_EXCLUDE = frozenset(
         "log_every",
         "sample_every",
         "compilation_cache_dir",
+        "recompute_activations",
         "eval_input",
         "num_generate",
         "generate_input",

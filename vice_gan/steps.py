@@ -23,6 +23,8 @@ from flax import linen as nn
 
 from vice_gan import labels, losses, parallel
 from vice_gan.config import Config
+from vice_gan.models import generator as generator_lib
+from vice_gan.models import remat
 from vice_gan.state import CODE_DIM, IMAGE_SHAPE, MOTION_DIM, AeState, GanState, Models
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
@@ -163,7 +165,16 @@ def render(
     z = jnp.concatenate([p.astype(jnp.float32) for p in parts], axis=-1).reshape(b * t, -1)
     variables = {"params": gen_params["generator"], "batch_stats": gen_batch_stats}
     if train:
-        frames, updates = models.generator.apply(variables, z, train=True, mutable=["batch_stats"])
+
+        def apply(v, z):
+            return models.generator.apply(v, z, train=True, mutable=["batch_stats"])
+
+        if config.recompute_activations:
+            # The backward pass keeps only the conv outputs: with `reuse_fakes` what it keeps
+            # is live through both discriminator updates (BENCHMARKS.md, "Memory: the
+            # generator's activations recomputed").
+            apply = remat.recompute_in_backward(apply, generator_lib.KEEP_FOR_BACKWARD)
+        frames, updates = apply(variables, z)
         new_stats = updates["batch_stats"]
     else:
         frames, new_stats = models.generator.apply(variables, z, train=False), gen_batch_stats

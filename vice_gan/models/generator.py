@@ -8,8 +8,15 @@ the PyTorch peer's `ImageGenerator` (shared/bench/torch_peer.py), reproduced her
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
 from vice_gan.models import layers
+
+# The G update keeps of G's forward pass only each layer's conv output, by this name
+# (steps.render, `remat.recompute_in_backward`): BatchNorm's centred values and the ReLU
+# outputs, two more activations per layer, are recomputed from it in the backward pass.
+CONV_OUT = "generator_conv_out"
+KEEP_FOR_BACKWARD = jax.checkpoint_policies.save_only_these_names(CONV_OUT)
 
 
 class Generator(nn.Module):
@@ -45,6 +52,7 @@ class Generator(nn.Module):
         """
 
         def bn_relu(h):
+            h = checkpoint_name(h, CONV_OUT)
             h = layers.batch_norm(train, self.axis_name, self.dtype, layers.dcgan_scale_init)(h)
             return nn.relu(h)
 

@@ -27,7 +27,7 @@ import numpy as np
 from flax import linen as nn
 from jax import lax
 
-from vice_gan.models import winograd
+from vice_gan.models import remat, winograd
 
 Dtype = jnp.dtype | type
 Initializer = Callable[..., jax.Array]
@@ -321,7 +321,7 @@ _shifted_tap_sums.defvjp(_shifted_tap_sums_fwd, _shifted_tap_sums_bwd)
 
 
 UPCONV_IMPLS = {
-    "gemm": upconv2x_gemm,
+    "gemm": remat.gradients_together(upconv2x_gemm),
     "phases": upconv2x_phases,
     "fused": upconv2x_fused,
     "reference": conv_transpose_reference,
@@ -730,11 +730,9 @@ def _conv_taps_remat_fwd(stride, padding, taps, time_taps, forward, x, kernel):
 
 def _conv_taps_remat_bwd(stride, padding, taps, time_taps, forward, res, dy):
     x, kernel = res
-    # x + 0 * dy[0]: the same values, but a function of the incoming gradient, so XLA can
-    # neither merge the rebuilt operand with the forward's (an optimization barrier does not
-    # survive its passes) nor build it before the gradient arrives. 0 * g is not folded for
-    # floats (g may be NaN), and a NaN there would make the gradient NaN anyway.
-    x = x + jnp.zeros((), x.dtype) * dy.reshape(-1)[0].astype(x.dtype)
+    # A function of the incoming gradient (same values), so XLA can neither merge the rebuilt
+    # operand with the forward's nor build it before the gradient arrives.
+    x = remat.after(x, dy.reshape(-1)[0])
     _, vjp = jax.vjp(lambda x, k: _conv_taps(x, k, stride, padding, taps, time_taps), x, kernel)
     return tuple(_match_vma(g, p) for g, p in zip(vjp(dy), res, strict=True))
 
