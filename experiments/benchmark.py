@@ -426,19 +426,9 @@ def set_encoder_chunk(frames: int) -> None:
     steps.ENCODER_CHUNK = frames or 2**31
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """benchmark.py's command line (also what `bench_ab.py` parses each variant with)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="16,32,64", help=f"comma list of {list(CONFIGS)}")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (>= 5 recommended)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
-    parser.add_argument("--net_reps", type=int, default=5, help="timed calls per network")
-    parser.add_argument(
-        "--nets",
-        default="D_V,D_I,G_I,encoder,codes",
-        help="networks of --parts nets ('codes': the frozen encoder as the GAN step runs it)",
-    )
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The switches that choose the step's shapes and forms (what `build` reads), shared by
+    benchmark.py and profile_step.py."""
     parser.add_argument(
         "--encoder_chunk",
         type=_frame_count,
@@ -484,6 +474,25 @@ def make_parser() -> argparse.ArgumentParser:
         help="the G update keeps G's BatchNorm and ReLU outputs from the forward pass "
         "(recompute_activations=False; before)",
     )
+    parser.add_argument("--ae_size", default="large", choices=("small", "medium", "large"))
+    parser.add_argument("--ae_type", default="sae", choices=("sae", "vae"))
+    parser.add_argument("--ae_batch", type=int, default=32)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """benchmark.py's command line (also what `bench_ab.py` parses each variant with)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="16,32,64", help=f"comma list of {list(CONFIGS)}")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (>= 5 recommended)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    parser.add_argument("--net_reps", type=int, default=5, help="timed calls per network")
+    parser.add_argument(
+        "--nets",
+        default="D_V,D_I,G_I,encoder,codes",
+        help="networks of --parts nets ('codes': the frozen encoder as the GAN step runs it)",
+    )
+    add_step_arguments(parser)
     parser.add_argument(
         "--no_trim",
         action="store_true",
@@ -497,9 +506,6 @@ def make_parser() -> argparse.ArgumentParser:
         "compiles afresh, also when JAX_COMPILATION_CACHE_DIR is set. Run twice with one folder "
         "to time a warm start (compile_s of the second run)",
     )
-    parser.add_argument("--ae_size", default="large", choices=("small", "medium", "large"))
-    parser.add_argument("--ae_type", default="sae", choices=("sae", "vae"))
-    parser.add_argument("--ae_batch", type=int, default=32)
     parser.add_argument("--eval_batch", type=int, default=32, help="clips per evaluation call")
     return parser
 

@@ -94,21 +94,18 @@ def op_times(compiled, args, reps: int) -> dict[str, float]:
     return dict(totals)
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=tuple(benchmark.CONFIGS), default="16")
     parser.add_argument("--reps", type=int, default=3, help="profiled steps")
     parser.add_argument("--top", type=int, default=20, help="slowest single operations listed")
-    parser.add_argument("--video_length", type=int, default=16)
-    parser.add_argument("--precision", default="float32")
-    parser.add_argument("--ae_size", default="large")
-    parser.add_argument("--ae_type", default="sae")
-    parser.add_argument("--ae_batch", type=int, default=32)
-    parser.add_argument("--render_twice", action="store_true")
-    parser.add_argument("--conv_impl", choices=("default", "gemm", "native"), default="default")
-    parser.add_argument("--dvid_impl", default=None, help="layers.VideoConv.impl for D_V")
-    parser.add_argument("--upconv_impl", default="auto", help="layers.UpConv2x.impl for G_I")
-    args = parser.parse_args()
+    benchmark.add_step_arguments(parser)
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
+    benchmark.set_encoder_chunk(args.encoder_chunk)
 
     config, models, _ = benchmark.build(args, args.config)
     mesh = parallel.make_mesh()

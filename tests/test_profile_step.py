@@ -33,3 +33,17 @@ def test_op_times_reads_the_profiler_trace():
     assert times and all(ns > 0 for ns in times.values())
     # The timed operations are the compiled module's instructions (found in its metadata).
     assert any(name in meta for name in times)
+
+
+def test_its_command_line_builds_the_benchmarked_step():
+    # profile_step takes benchmark.py's step switches, so every field `benchmark.build` reads
+    # is there (a switch added to one script only broke the other).
+    import benchmark
+
+    args = profile_step.make_parser().parse_args(
+        ["--config", "16", "--keep_activations", "--render_twice", "--upconv_impl", "gemm"]
+    )
+    config, models, _ = benchmark.build(args, args.config)
+    assert not config.recompute_activations and not config.reuse_fakes
+    assert models.generator.upconv_impl == "gemm"
+    assert config.ngf == benchmark.CONFIGS["16"][0]
