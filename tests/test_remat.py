@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vice_gan.models import generator as generator_lib
-from vice_gan.models import layers, remat
+from vice_gan.models import remat
 
 
 def _tiny_generator():
@@ -60,15 +60,3 @@ def test_generator_recomputed_in_backward_equals_plain_gradient():
     # Not vacuous: the gradients reach every parameter and the latents.
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads[0]["params"]))
     assert float(jnp.abs(grads[1]).max()) > 0
-
-
-def test_gradients_together_equals_plain_gradient_exactly():
-    x = jax.random.normal(jax.random.key(2), (3, 5, 5, 6))
-    w = jax.random.normal(jax.random.key(3), (4, 4, 6, 7))
-    dy = jax.random.normal(jax.random.key(4), (3, 10, 10, 7))
-    together = remat.gradients_together(layers.upconv2x_gemm)
-    y, vjp = jax.vjp(lambda a, b: layers.upconv2x_gemm(a, b, 1), x, w)
-    y_t, vjp_t = jax.vjp(lambda a, b: together(a, b, 1), x, w)
-    np.testing.assert_array_equal(y_t, y)
-    for got, want in zip(vjp_t(dy), vjp(dy), strict=True):
-        np.testing.assert_array_equal(got, want)

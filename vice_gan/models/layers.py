@@ -210,20 +210,90 @@ def upconv2x_gemm(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """
     k, _, cin, cout = kernel.shape
     n, h, w, _ = x.shape
-    taps = phase_taps(k, padding)
     z = _dot_last(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
     z = z.reshape(n, h, w, k, k, cout)
-    phases = tuple(
+    y = shifted_tap_sums(z, _upconv2x_phases_of(k, padding), (h, w))  # [N, H, 2(ry), W, 2(rx), C]
+    return y.reshape(n, 2 * h, 2 * w, cout)
+
+
+Phases = tuple[tuple[tuple[tuple[int, int, int, int], ...], ...], ...]
+
+
+def _upconv2x_phases_of(k: int, padding: int) -> Phases:
+    """`upconv2x_gemm`'s terms (ay, ax, ey, ex): output phase (ry, rx) at (m, l) sums
+    z[m + ey, l + ex, tap (ay, ax)]."""
+    taps = phase_taps(k, padding)
+    return tuple(
         tuple(
             tuple((ay, ax, ey, ex) for ey, ay in taps[ry] for ex, ax in taps[rx]) for rx in (0, 1)
         )
         for ry in (0, 1)
     )
-    y = shifted_tap_sums(z, phases, (h, w))  # [N, H, 2(ry), W, 2(rx), C]
-    return y.reshape(n, 2 * h, 2 * w, cout)
 
 
-Phases = tuple[tuple[tuple[tuple[int, int, int, int], ...], ...], ...]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def upconv2x_gemm_by_phase(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """`upconv2x_gemm` whose backward pass takes the output gradient one phase at a time.
+
+    Output phase (ry, rx) receives the k/2 x k/2 taps in `phase_taps`, so its share of the
+    scatter's gradient is dz_phase [N, H, W, taps, C] (shifted slices of that phase of dy):
+    dx = sum over phases of dz_phase @ W_phase^T and each tap's kernel gradient is
+    x^T dz_phase. The same sums as the one product over all k*k taps (in another order),
+    with a quarter of the gradient stack live at a time: each phase's products are tied to
+    the previous phase's (`remat.after`), so XLA cannot build the four stacks at once, and the
+    input gradient to the kernel gradient, so no stack waits for the end of the step.
+    """
+    return upconv2x_gemm(x, kernel, padding)
+
+
+def _upconv2x_gemm_by_phase_fwd(x, kernel, padding):
+    return upconv2x_gemm(x, kernel, padding), (x, kernel)
+
+
+def _upconv2x_gemm_by_phase_bwd(padding, res, dy):
+    x, kernel = res
+    k, _, cin, cout = kernel.shape
+    n, h, w, _ = x.shape
+    dy = dy.reshape(n, h, 2, w, 2, cout)
+    x2 = x.reshape(-1, cin)
+    dx = None
+    dkernel = {}
+    anchor = None
+    for ry, row in enumerate(_upconv2x_phases_of(k, padding)):
+        for rx, terms in enumerate(row):
+            d = dy[:, :, ry, :, rx, :]
+            if anchor is not None:  # this phase's stack only after the previous one's products
+                d = remat.after(d, anchor)
+            # dz[p, r, tap] = dy_phase[p - ey, r - ex]: pad once by the shifts, slice per tap.
+            eys = [ey for _, _, ey, _ in terms]
+            exs = [ex for _, _, _, ex in terms]
+            lo_h, lo_w = max(max(eys), 0), max(max(exs), 0)
+            hi_h, hi_w = max(-min(eys), 0), max(-min(exs), 0)
+            dp = _pad_hw(d, (1, 2), ((lo_h, hi_h), (lo_w, hi_w)))
+            dz = jnp.stack(
+                [
+                    dp[:, lo_h - ey : lo_h - ey + h, lo_w - ex : lo_w - ex + w]
+                    for _, _, ey, ex in terms
+                ],
+                axis=-2,
+            ).reshape(n * h * w, len(terms) * cout)
+            w_phase = jnp.stack([kernel[ay, ax] for ay, ax, _, _ in terms], axis=1)
+            # float32 sums across the phases, as inside the one product (bfloat16 runs).
+            part = jnp.dot(dz, w_phase.reshape(cin, -1).T, preferred_element_type=jnp.float32)
+            dx = part if dx is None else dx + part  # [NHW, C_in]
+            dk = jnp.dot(x2.T, dz).reshape(cin, len(terms), cout)
+            for t, (ay, ax, _, _) in enumerate(terms):
+                dkernel[ay, ax] = dk[:, t]
+            anchor = dx.reshape(-1)[0] + jnp.sum(dk)
+    zero = jnp.zeros((cin, cout), kernel.dtype)
+    dkernel = jnp.stack(
+        [jnp.stack([dkernel.get((a, b), zero) for b in range(k)]) for a in range(k)]
+    )
+    dx = dx.reshape(n, h, w, cin).astype(x.dtype)
+    return _match_vma(dx, x), _match_vma(dkernel, kernel)
+
+
+upconv2x_gemm_by_phase.defvjp(_upconv2x_gemm_by_phase_fwd, _upconv2x_gemm_by_phase_bwd)
 
 
 def _pad_hw(x: jax.Array, hw_axes: tuple[int, int], pads: Sequence[tuple[int, int]]) -> jax.Array:
@@ -321,7 +391,7 @@ _shifted_tap_sums.defvjp(_shifted_tap_sums_fwd, _shifted_tap_sums_bwd)
 
 
 UPCONV_IMPLS = {
-    "gemm": remat.gradients_together(upconv2x_gemm),
+    "gemm": upconv2x_gemm_by_phase,
     "phases": upconv2x_phases,
     "fused": upconv2x_fused,
     "reference": conv_transpose_reference,

@@ -1,15 +1,15 @@
 """What a gradient keeps from the forward pass, and when XLA may compute it: memory of the steps.
 
-Two wrappers that leave a function's values and gradients unchanged and only steer XLA:CPU's
-buffer lifetimes (BENCHMARKS.md, "Memory: the generator's activations recomputed, each
-layer's gradients together"):
+Tools that leave a function's values and gradients unchanged and only steer XLA:CPU's
+buffer lifetimes (BENCHMARKS.md, "Memory: the generator's activations recomputed, its
+transposed convs' gradients a phase at a time"):
 
 - `recompute_in_backward`: keeps only what a `jax.checkpoint` policy names and recomputes the
   rest in the backward pass (the generator's BatchNorm and ReLU outputs).
-- `gradients_together`: joins a layer's kernel gradient to its input gradient, so the kernel
-  gradient is computed while its operands are live anyway instead of at the end of the step.
+- `after`: orders one computation after another; `layers.upconv2x_gemm_by_phase` uses it to
+  build its gradient one output phase at a time.
 
-Both rely on `after(x, anchor)` = x + 0 * anchor: XLA:CPU drops `lax.optimization_barrier`
+They rely on `after(x, anchor)` = x + 0 * anchor: XLA:CPU drops `lax.optimization_barrier`
 before its common-subexpression pass, but 0 * a is not folded for floats (a may be NaN), so
 this data dependence survives every pass.
 """
@@ -76,30 +76,3 @@ def recompute_in_backward(fn: Callable, policy: Callable) -> Callable:
 
     wrapped.defvjp(fwd, bwd)
     return functools.wraps(fn)(wrapped)
-
-
-def gradients_together(fn: Callable[[jax.Array, jax.Array, int], jax.Array]) -> Callable:
-    """fn(x, kernel, static) with the same values and gradients, whose input gradient is
-    released only once the kernel gradient has been computed.
-
-    Autodiff leaves a kernel gradient, which only the optimiser at the end of the step reads,
-    free to be scheduled late, and XLA:CPU's scheduler did so: every layer's incoming gradient
-    (the operand of that product) then stayed live to the end (G's transposed convs at
-    ngf=64: 1.0 GiB of such gradients live at once). The next layer down waits for the input
-    gradient, so joined to it the kernel gradient runs while its operands are live anyway.
-    """
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-    def together(x, kernel, static):
-        return fn(x, kernel, static)
-
-    def fwd(x, kernel, static):
-        return jax.vjp(lambda a, b: fn(a, b, static), x, kernel)
-
-    def bwd(static, vjp, dy):
-        del static
-        dx, dkernel = vjp(dy)
-        return after(dx, jnp.sum(dkernel)), dkernel
-
-    together.defvjp(fwd, bwd)
-    return functools.wraps(fn)(together)
