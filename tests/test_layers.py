@@ -267,6 +267,66 @@ def test_video_conv_equals_nn_conv3d():
         _check_all_equal(_vjps(fns, (x, w), _rand(28, (2, 6 - kt, 1, 1, 5))), "nn.Conv")
 
 
+# (x shape [T, N, H, W, C], kernel shape [kt, k, k, C, O], stride, padding, taps): D_V's first
+# layer (frames stacked into channels), a K3 S2 layer (a block tap beyond k: zero taps), a K4 S2
+# P0 layer whose last row and column no window reads (the input is cropped), temporal taps
+# summed, and a 'block' layer (by_frame changes nothing there).
+BY_FRAME_CASES = [
+    ((7, 2, 8, 10, 3), (4, 4, 4, 3, 5), 2, 1, "output", "stack"),
+    ((3, 3, 9, 9, 4), (1, 3, 3, 4, 6), 2, 1, "output", "stack"),
+    ((4, 2, 9, 9, 3), (2, 4, 4, 3, 5), 2, 0, "output", "stack"),
+    ((6, 2, 8, 8, 3), (3, 4, 4, 3, 5), 2, 1, "output", "sum"),
+    ((6, 2, 8, 8, 3), (3, 4, 4, 3, 5), 2, 1, "block", "stack"),
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,s,p,taps,time_taps", BY_FRAME_CASES)
+@pytest.mark.parametrize("forward", ["products", "lax"])
+def test_conv_by_frame_equals_all_frames_at_once(x_shape, k_shape, s, p, taps, time_taps, forward):
+    # conv_taps(by_frame=True): the 'output' form's tap sums and the backward pass one output
+    # frame at a time. Same output and gradients (to float32 rounding: the kernel's gradient is
+    # summed over frames in another order) for each gradient alone (D_V's update
+    # differentiates its kernel only, G's update its input only) and both.
+    x, w = _rand(40, x_shape), _rand(41, k_shape)
+
+    def conv(by_frame):
+        return lambda x, w: layers.conv_taps(x, w, s, p, taps, time_taps, forward, by_frame)
+
+    y = conv(False)(x, w)
+    ct = _rand(42, y.shape)
+    _assert_close(conv(True)(x, w), y)
+    for argnums in (0, 1, (0, 1)):
+        grads = [
+            jax.grad(lambda x, w, f=conv(b): jnp.sum(f(x, w) * ct), argnums=argnums)(x, w)
+            for b in (True, False)
+        ]
+        for got, want in zip(*map(jax.tree.leaves, grads), strict=True):
+            _assert_close(got, want)
+            assert float(jnp.abs(want).max()) > 0
+    # bfloat16 runs: gradients in the primals' dtype, close to the float32 ones.
+    xb, wb, ctb = (a.astype(jnp.bfloat16) for a in (x, w, ct))
+    _, vjp_b = jax.vjp(conv(True), xb, wb)
+    _, vjp_ref = jax.vjp(conv(False), x, w)
+    for got, want in zip(vjp_b(ctb), vjp_ref(ct), strict=True):
+        assert got.dtype == jnp.bfloat16
+        _assert_close(got.astype(jnp.float32), want, rel=0.05)
+
+
+def test_conv_by_frame_needs_less_scratch():
+    # The point of by_frame: D_V's update (its kernel's gradient) holds one output frame's
+    # operands and output-gradient tap stack at a time instead of all frames' (2.8 -> 1.4 MiB).
+    x, w = _rand(43, (7, 4, 32, 32, 3)), _rand(44, (4, 4, 4, 3, 16))
+
+    def scratch(by_frame):
+        def loss(w):
+            return jnp.sum(layers.conv_taps(x, w, 2, 1, "output", by_frame=by_frame) ** 2)
+
+        compiled = jax.jit(jax.grad(loss)).lower(w).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    assert scratch(True) < 0.75 * scratch(False)
+
+
 def test_conv_modules_keep_nn_conv_parameters():
     # Same parameter tree, shapes and (same key) values as nn.Conv, so checkpoints, parameter
     # counts and initialisation are unchanged.

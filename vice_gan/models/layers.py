@@ -716,6 +716,7 @@ def conv_taps(
     taps: str = "auto",
     time_taps: str = "stack",
     forward: str = "products",
+    by_frame: bool = False,
 ) -> jax.Array:
     """Conv, VALID with stride 1 in time and stride/padding in space, as products and loops.
 
@@ -748,13 +749,24 @@ def conv_taps(
             by products) or 'block' (the forward pass by products in 'block' form, the
             gradient in `taps`' form: on RGB input the forward's operand is then 12 channels
             wide, while 'input' keeps the gradient to the exact 9 taps).
+        by_frame: in the 'output' form (ignored in the others), its shifted sums and the
+            whole backward pass one output frame at a time (loops over T'), so that neither
+            the n*n-tap product nor the backward's operands and output-gradient tap stack (D_V's
+            first layer at ndf=32, 16 clips: 116 + 43 MB, the peak of its update) are live for
+            all frames at once. As a loop's output, the sums are also kept themselves: XLA:CPU
+            recomputed them from the n*n-tap product inside their consumers (the next layer's
+            operands, the activation's gradient), which kept that product, n*n times the
+            output's size, alive from the forward pass to the backward pass. The same sums;
+            the kernel's gradient summed over frames in another order.
 
     Returns:
         [T - kt + 1, N, Ho, Wo, C_out], Ho = (H + 2p - k) // s + 1.
     """
     if forward not in _FORWARDS:
         raise ValueError(f"forward must be one of {_FORWARDS}, got {forward!r}")
-    return _conv_taps_remat(stride, padding, taps, time_taps, forward, x, kernel)
+    if by_frame and _resolve_taps(x.shape, kernel.shape, stride, padding, taps, time_taps) != "output":
+        by_frame = False  # the other forms' products write the output itself
+    return _conv_taps_remat(stride, padding, taps, time_taps, forward, by_frame, x, kernel)
 
 
 def conv_slices(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -780,31 +792,62 @@ def conv_slices(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
     return y.reshape(tp, x.shape[1], *y.shape[1:])
 
 
-def _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward):
+def _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward, by_frame):
     if forward == "lax":
         return conv_slices(x, kernel, stride, padding)
     if forward == "block":
         taps = "block"
-    return _conv_taps(x, kernel, stride, padding, taps, time_taps)
+    return _conv_taps(x, kernel, stride, padding, taps, time_taps, by_frame)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
-def _conv_taps_remat(stride, padding, taps, time_taps, forward, x, kernel):
-    return _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4, 5))
+def _conv_taps_remat(stride, padding, taps, time_taps, forward, by_frame, x, kernel):
+    return _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward, by_frame)
 
 
-def _conv_taps_remat_fwd(stride, padding, taps, time_taps, forward, x, kernel):
-    y = _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward)
+def _conv_taps_remat_fwd(stride, padding, taps, time_taps, forward, by_frame, x, kernel):
+    y = _conv_taps_forward(x, kernel, stride, padding, taps, time_taps, forward, by_frame)
     return y, (x, kernel)
 
 
-def _conv_taps_remat_bwd(stride, padding, taps, time_taps, forward, res, dy):
+def _conv_taps_remat_bwd(stride, padding, taps, time_taps, forward, by_frame, res, dy):
     x, kernel = res
     # A function of the incoming gradient (same values), so XLA can neither merge the rebuilt
     # operand with the forward's nor build it before the gradient arrives.
     x = remat.after(x, dy.reshape(-1)[0])
-    _, vjp = jax.vjp(lambda x, k: _conv_taps(x, k, stride, padding, taps, time_taps), x, kernel)
-    return tuple(_match_vma(g, p) for g, p in zip(vjp(dy), res, strict=True))
+
+    def grads(x, dy):
+        _, vjp = jax.vjp(lambda x, k: _conv_taps(x, k, stride, padding, taps, time_taps), x, kernel)
+        return vjp(dy)
+
+    dx, dkernel = _grads_by_frame(grads, x, dy) if by_frame else grads(x, dy)
+    return _match_vma(dx, res[0]), _match_vma(dkernel, kernel)
+
+
+def _grads_by_frame(grads: Callable, x: jax.Array, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`grads`(x, dy) -> (dx, dkernel) of a conv VALID in time, one output frame t per loop
+    iteration: grads(x[t : t + kt], dy[t : t + 1]), its dx added into frames t .. t + kt - 1
+    (summed in float32, as the kernel's gradient)."""
+    tp = dy.shape[0]
+    kt = x.shape[0] - tp + 1
+
+    def frame(t):
+        window = lax.dynamic_slice_in_dim(x, t, kt)
+        return grads(window, lax.dynamic_slice_in_dim(dy, t, 1))
+
+    def add_frame(t, acc):
+        dx, dk = acc
+        dxt, dkt = frame(t)
+        dx_window = lax.dynamic_slice_in_dim(dx, t, kt) + dxt.astype(jnp.float32)
+        return lax.dynamic_update_slice_in_dim(dx, dx_window, t, 0), dk + dkt.astype(jnp.float32)
+
+    # The first frame outside the loop: the accumulators start with its gradients' types
+    # (under shard_map, varying along the batch axes as they are).
+    dx0, dk0 = frame(0)
+    dx = jnp.zeros(x.shape, jnp.float32)
+    dx = lax.dynamic_update_slice_in_dim(dx, dx0.astype(jnp.float32), 0, 0)
+    dx, dk = lax.fori_loop(1, tp, add_frame, (dx, dk0.astype(jnp.float32)))
+    return dx.astype(x.dtype), dk.astype(dk0.dtype)
 
 
 def _match_vma(grad: jax.Array, primal: jax.Array) -> jax.Array:
@@ -821,6 +864,16 @@ def _match_vma(grad: jax.Array, primal: jax.Array) -> jax.Array:
 _conv_taps_remat.defvjp(_conv_taps_remat_fwd, _conv_taps_remat_bwd)
 
 
+def _resolve_taps(x_shape, kernel_shape, stride: int, padding: int, taps: str, time_taps: str):
+    """The form `_conv_taps` runs: `taps`, or `choose_taps`' pick for 'auto'."""
+    if taps != "auto":
+        return taps
+    kt, k, _, cin, cout = kernel_shape
+    stacked_cin = kt * cin if time_taps == "stack" and kt > 1 else cin
+    out_hw = tuple(conv_output_size(d, k, stride, padding) for d in x_shape[-3:-1])
+    return choose_taps(k, stride, stacked_cin, cout, out_hw)
+
+
 def _conv_taps(
     x: jax.Array,
     kernel: jax.Array,
@@ -828,8 +881,10 @@ def _conv_taps(
     padding: int,
     taps: str = "auto",
     time_taps: str = "stack",
+    by_frame: bool = False,
 ) -> jax.Array:
-    """`conv_taps` without the custom gradient (autodiff keeps the operand)."""
+    """`conv_taps` without the custom gradient (autodiff keeps the operand); `by_frame`: the
+    'output' form's shifted sums one output frame at a time (`_block_tap_sums`)."""
     if time_taps not in ("stack", "sum"):
         raise ValueError(f"time_taps must be 'stack' or 'sum', got {time_taps!r}")
     stack = time_taps == "stack" and kernel.shape[0] > 1
@@ -837,8 +892,7 @@ def _conv_taps(
     *_, h, w, _ = x.shape
     ho = conv_output_size(h, k, stride, padding)
     wo = conv_output_size(w, k, stride, padding)
-    if taps == "auto":
-        taps = choose_taps(k, stride, kt * cin if stack else cin, cout, (ho, wo))
+    taps = _resolve_taps(x.shape, kernel.shape, stride, padding, taps, time_taps)
     if taps == "input":
         if stack:
             x, kernel = _stack_time(x, kernel)
@@ -866,9 +920,26 @@ def _conv_taps(
     if n == 1:
         return z
     z = z.reshape(*z.shape[:-1], n, n, cout)
+    if by_frame:
+        return _block_tap_sums(z, (ho, wo))
     terms = tuple((i, j, i, j) for i in range(n) for j in range(n))
     y = shifted_tap_sums(z, ((terms,),), (ho, wo))  # [T', N, Ho, 1, Wo, 1, C_out]
     return y.reshape(*y.shape[:-5], ho, wo, cout)
+
+
+def _block_tap_sums(z: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """y[t, ..., m, l, :] = sum over block taps (i, j) of z[t, ..., m + i, l + j, i, j, :], one
+    index t of the leading axis per loop iteration."""
+    n = z.shape[-3]
+    ho, wo = out_hw
+
+    def frame(t, y):
+        zt = lax.dynamic_index_in_dim(z, t, axis=0)
+        yt = sum(zt[..., i : i + ho, j : j + wo, i, j, :] for i in range(n) for j in range(n))
+        return lax.dynamic_update_index_in_dim(y, yt, t, axis=0)
+
+    y = jnp.zeros_like(z[..., :ho, :wo, 0, 0, :])  # (shard-varying as z is, in shard_map)
+    return lax.fori_loop(0, z.shape[0], frame, y)
 
 
 def strided_conv(
@@ -1027,8 +1098,9 @@ class VideoConv(nn.Module):
         kernel_size: k (space).
         stride: s (space).
         padding: p (space).
-        impl: 'gemm' (`conv_taps`, forward and gradients), 'mixed' (forward by XLA's 2-D
-            convs, `conv_slices`; gradients by `conv_taps`), 'slices' (`conv_slices` and
+        impl: 'gemm' (`conv_taps`, forward and gradients; in its 'output' form one output
+            frame at a time, `by_frame`), 'mixed' (forward by XLA's 2-D convs, `conv_slices`;
+            gradients by `conv_taps`, also `by_frame`), 'slices' (`conv_slices` and
             its autodiff gradients), 'native' (XLA's 3-D conv, whose gradients are ~50x
             slower: D_V, ndf=16, 8 clips, forward + backward 5.4 s vs 0.23 s), 'winograd'
             (Winograd F(winograd_tile, kt) along time, `winograd.conv_time_winograd`, each
@@ -1078,4 +1150,4 @@ class VideoConv(nn.Module):
 
             loop = choose_winograd_loop((*out, self.features))
             return winograd.conv_time_winograd(x, kernel, self.winograd_tile, spatial, loop)
-        return conv_taps(x, kernel, s, p, self.taps, forward=forward)
+        return conv_taps(x, kernel, s, p, self.taps, forward=forward, by_frame=True)
