@@ -110,6 +110,16 @@ def compile_variant(args: argparse.Namespace, config_name: str, mesh):
     return compiled, state, batch, compile_s
 
 
+def join_variant_values(argv: list[str]) -> list[str]:
+    """`--variant X` -> `--variant=X`: argparse reads a lone value that starts with '-' (e.g.
+    "--render_twice") as an option and fails with "expected one argument"."""
+    out, rest = [], iter(argv)
+    for arg in rest:
+        value = next(rest, None) if arg == "--variant" else None
+        out.append(arg if value is None else f"--variant={value}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="16", choices=tuple(benchmark.CONFIGS))
@@ -122,7 +132,7 @@ def main() -> None:
         help="benchmark.py switches of one variant ('' = the defaults); give two or more, "
         "the first is the reference",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(join_variant_values(sys.argv[1:]))
     names = args.variant or []
     if len(names) < 2:
         parser.error("give at least two --variant (the first is the reference)")

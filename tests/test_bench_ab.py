@@ -31,3 +31,14 @@ def test_ratio_rows_per_round_against_the_first_variant():
     assert rows[1]["ratio_per_round"] == [2.0, 1.0, 0.5]
     assert rows[1]["ratio_median"] == 1.0
     assert (rows[1]["sec_per_step_median"], rows[1]["sec_per_step_min"]) == (2.0, 0.5)
+
+
+def test_variant_values_may_start_with_a_dash():
+    argv = ["--config", "32", "--variant", "", "--variant", "--keep_activations", "--variant"]
+    assert bench_ab.join_variant_values(argv) == [
+        "--config",
+        "32",
+        "--variant=",
+        "--variant=--keep_activations",
+        "--variant",  # no value: argparse reports it
+    ]

@@ -764,7 +764,10 @@ def conv_taps(
     """
     if forward not in _FORWARDS:
         raise ValueError(f"forward must be one of {_FORWARDS}, got {forward!r}")
-    if by_frame and _resolve_taps(x.shape, kernel.shape, stride, padding, taps, time_taps) != "output":
+    if (
+        by_frame
+        and _resolve_taps(x.shape, kernel.shape, stride, padding, taps, time_taps) != "output"
+    ):
         by_frame = False  # the other forms' products write the output itself
     return _conv_taps_remat(stride, padding, taps, time_taps, forward, by_frame, x, kernel)
 
