@@ -315,8 +315,34 @@ def _truncate(path):
         f.truncate(os.path.getsize(path) // 2)
 
 
+def _flip_first_bytes(path):
+    """Breaks the first compressed frame's header: decoding must fail, whatever the layout."""
+    with open(path, "r+b") as f:
+        data = f.read(64)
+        f.seek(0)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def _alter_saved_digest(step_dir):
+    """Leaves the arrays intact and changes the digest saved beside them in `meta`."""
+    path = os.path.join(step_dir, "meta", "metadata")
+    with open(path) as f:
+        meta = json.load(f)
+    meta[checkpointing._DIGEST_KEY] = "0" * 64
+    with open(path, "w") as f:
+        json.dump(meta, f)
+
+
+# Flipped bytes inside the data are caught by the decompressor (a compressed block) or by the
+# digest (a stored block); which one depends on where the write order put each array, so the
+# middle-of-file case asks only for "corrupt", which both messages say.
 CORRUPTIONS = {
     "flipped_array_bytes": (lambda d: _flip_bytes(_largest_array_file(d)), "corrupt"),
+    "flipped_frame_header": (
+        lambda d: _flip_first_bytes(_largest_array_file(d)),
+        "cannot be restored into this configuration's state (corrupt or incomplete",
+    ),
+    "digest_mismatch": (_alter_saved_digest, "is corrupt: the bytes read from its 'state' folder"),
     "truncated_array_file": (lambda d: _truncate(_largest_array_file(d)), "cannot be restored"),
     "missing_state_item": (lambda d: shutil.rmtree(os.path.join(d, "state")), "cannot be"),
     "garbage_meta": (
@@ -346,6 +372,7 @@ def test_corrupt_checkpoint_one_clear_message(tmp_path, reference, name):
     manager.close()
     message = str(info.value)
     assert step_dir in message and expected in message, message
+    assert "TensorStore details" not in message and "<bound method" not in message, message
     assert f"to resume from step {AE_STEPS - 1}" in message, message
 
 
@@ -362,7 +389,10 @@ def test_corrupt_checkpoint_via_cli(tmp_path, shared, reference):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"vice_gan: error: checkpoint {step_dir} is corrupt"), last
+    # Caught by the decompressor or by the digest (see CORRUPTIONS): either way one line that
+    # names the checkpoint, says it is corrupt, and says how to go on.
+    assert last.startswith(f"vice_gan: error: checkpoint {step_dir} "), last
+    assert "corrupt" in last and f"to resume from step {AE_STEPS - 1}." in last, last
 
 
 def test_checkpoint_of_other_configuration_names_the_flags(tmp_path, reference):

@@ -274,8 +274,13 @@ def _unusable(manager: ocp.CheckpointManager, step: int, what: str) -> Checkpoin
     return CheckpointError(f"checkpoint {directory} {what}. To go on, {fallback}.")
 
 
+# TensorStore appends a repr of its spec object to its errors; the message before it says it all.
+_TENSORSTORE_DETAILS = " See full TensorStore details"
+
+
 def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+    line = (str(e).splitlines() or [""])[0].split(_TENSORSTORE_DETAILS)[0]
+    return f"{type(e).__name__}: {line[:300]}"
 
 
 def restore_latest(
