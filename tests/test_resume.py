@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -393,6 +394,45 @@ def test_corrupt_checkpoint_via_cli(tmp_path, shared, reference):
     # names the checkpoint, says it is corrupt, and says how to go on.
     assert last.startswith(f"vice_gan: error: checkpoint {step_dir} "), last
     assert "corrupt" in last and f"to resume from step {AE_STEPS - 1}." in last, last
+
+
+def test_restore_template_by_tracing_compiles_nothing(tmp_path, reference):
+    """The GAN stage's encoder template (`state.abstract_state`) is traced, not built: no XLA
+    compilation, and the checkpoint restores into it exactly as into a built state."""
+    from vice_gan import config as config_lib
+    from vice_gan import parallel, train
+    from vice_gan import state as state_lib
+
+    ae, _ = _copy(reference, tmp_path)
+    config = config_lib.Config(
+        workdir=str(tmp_path / "w"), ae_dir=ae, ae_size="small", ae_width_divisor=8, ae_batch=4
+    )
+    models, mesh = state_lib.build_models(config), parallel.make_mesh()
+    tx = state_lib.adam(config.ae_lr, config)
+    compiles = []
+
+    def listener(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        template = state_lib.abstract_state(
+            lambda: state_lib.create_ae_state(config, models, tx, config.seed),
+            parallel.replicated(mesh),
+        )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(template))
+    traced, _, _ = checkpointing.restore_from_directory(ae, template)
+    built, _, _ = checkpointing.restore_from_directory(
+        ae, train._ae_template(config, models, mesh)[1]
+    )
+    assert jax.tree.structure(traced) == jax.tree.structure(built)
+    for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(built), strict=True):
+        assert a.sharding == b.sharding
+        np.testing.assert_array_equal(a, b)
 
 
 def test_checkpoint_of_other_configuration_names_the_flags(tmp_path, reference):

@@ -162,10 +162,7 @@ def load_autoencoder(config):
     def fresh():
         return state_lib.create_ae_state(config, models, state_lib.adam(config.ae_lr, config), 0)
 
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    template = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), jax.eval_shape(fresh)
-    )
+    template = state_lib.abstract_state(fresh, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     fields = config_lib.fingerprint_fields(config, "ae")
     state, _, step = checkpointing.restore_from_directory(
         os.path.abspath(config.ae_dir), template, fields

@@ -7,6 +7,7 @@ can donate them). Optax transforms are not stored here: the step factories close
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -197,6 +198,18 @@ def gan_optimizers(config: Config) -> dict[str, optax.GradientTransformation]:
         "dimg": adam(config.lr, config),
         "dvid": adam(config.lr, config),
     }
+
+
+def abstract_state(fresh: Callable[[], PyTree], sharding: jax.sharding.Sharding) -> PyTree:
+    """Shapes and dtypes of the state `fresh()` builds, placed by `sharding`, found by tracing
+    it only: a template to restore a checkpoint into, with nothing initialised or compiled.
+
+    A built template costs compiling and running the initialisers (for the GAN stage's
+    encoder: the whole autoencoder's, Adam moments included).
+    """
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), jax.eval_shape(fresh)
+    )
 
 
 def param_count(tree: PyTree) -> int:

@@ -343,7 +343,11 @@ def load_encoder(config: Config, models: state_lib.Models, mesh) -> tuple[dict, 
     """The pre-trained encoder's (params, batch_stats) from the latest AE checkpoint."""
     fields = config_lib.fingerprint_fields(config, "ae")
     checkpointing.check_fingerprint(config.ae_dir, fields, record=False)
-    _, template = _ae_template(config, models, mesh)
+    tx = state_lib.adam(config.ae_lr, config)
+    template = state_lib.abstract_state(
+        lambda: state_lib.create_ae_state(config, models, tx, config.seed),
+        parallel.replicated(mesh),
+    )
     ae_state, meta, step = checkpointing.restore_from_directory(config.ae_dir, template, fields)
     logging.info("encoder from %s (autoencoder step %d)", config.ae_dir, step)
     return ae_state.params["encoder"], ae_state.batch_stats["encoder"]

@@ -172,10 +172,7 @@ def load_run(workdir: str):
         )
 
     # Shapes only (nothing is computed); restored onto this process's first device.
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    template = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), jax.eval_shape(fresh)
-    )
+    template = state_lib.abstract_state(fresh, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     fields = config_lib.fingerprint_fields(config, "gan")
     state, _, step = checkpointing.restore_from_directory(workdir, template, fields)
     return config, models, state, step
