@@ -435,6 +435,29 @@ def test_restore_template_by_tracing_compiles_nothing(tmp_path, reference):
         np.testing.assert_array_equal(a, b)
 
 
+def test_bench_restore_reports_no_compilation(tmp_path, reference):
+    """experiments/bench_restore.py on a real autoencoder run: one JSON line, and the GAN
+    stage's encoder restore compiles nothing."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "experiments", "bench_restore.py"),
+            *TINY_FLAGS,
+            f"--workdir={tmp_path}/w",
+            f"--ae_dir={reference['ae']}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    assert row["compilations"] == 0, row
+    assert row["load_encoder_s"] > 0 and row["peak_rss_after_mb"] >= row["peak_rss_before_mb"]
+
+
 def test_checkpoint_of_other_configuration_names_the_flags(tmp_path, reference):
     """Even without fingerprint.json the checkpoint's own record names what differs."""
     from vice_gan import config as config_lib
