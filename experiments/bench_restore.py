@@ -40,7 +40,11 @@ def peak_rss_mb() -> float:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    config = config_lib.from_flags(flags.FLAGS)
+    try:
+        config = config_lib.from_flags(flags.FLAGS)
+        config_lib.validate(config)
+    except config_lib.ConfigError as e:
+        raise app.UsageError(str(e)) from None
     mesh = parallel.make_mesh()
     models = state_lib.build_models(config)
     compiles: list[float] = []
