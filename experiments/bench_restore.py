@@ -16,25 +16,36 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vice_gan import checkpointing, heap, parallel, train  # noqa: E402
 from vice_gan import config as config_lib  # noqa: E402
-from vice_gan import parallel, train  # noqa: E402
 from vice_gan import state as state_lib  # noqa: E402
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def compilations_during(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn(), the number of XLA compilations it started)."""
+    compiles: list[float] = []
+
+    def listener(event: str, seconds: float, **kwargs) -> None:
+        if event == _COMPILE_EVENT:
+            compiles.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        return fn(), len(compiles)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def main(argv: list[str]) -> None:
@@ -47,28 +58,23 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(str(e)) from None
     mesh = parallel.make_mesh()
     models = state_lib.build_models(config)
-    compiles: list[float] = []
 
-    def listener(event: str, seconds: float, **kwargs) -> None:
-        if event == _COMPILE_EVENT:
-            compiles.append(seconds)
+    def restore():
+        params, _ = train.load_encoder(config, models, mesh)
+        return jax.block_until_ready(params)
 
-    before = peak_rss_mb()
-    jax.monitoring.register_event_duration_secs_listener(listener)
+    before = heap.peak_rss_mb()
     start = time.perf_counter()
     try:
-        params, _ = train.load_encoder(config, models, mesh)
-        jax.block_until_ready(params)
-    except train.checkpointing.CheckpointError as e:
+        _, compilations = compilations_during(restore)
+    except checkpointing.CheckpointError as e:
         sys.exit(f"bench_restore: {e}")
-    seconds = time.perf_counter() - start
-    jax.monitoring.unregister_event_duration_listener(listener)
     row = {
         "ae_dir": config.ae_dir,
-        "load_encoder_s": round(seconds, 3),
-        "compilations": len(compiles),
+        "load_encoder_s": round(time.perf_counter() - start, 3),
+        "compilations": compilations,
         "peak_rss_before_mb": round(before, 1),
-        "peak_rss_after_mb": round(peak_rss_mb(), 1),
+        "peak_rss_after_mb": round(heap.peak_rss_mb(), 1),
     }
     print(json.dumps(row))
 

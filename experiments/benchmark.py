@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -56,11 +55,6 @@ RSS_AFTER_IMPORT = heap.current_rss_mb()  # jax, numpy and vice-gan's modules, n
 # name -> (ngf = ndf, video batch, image batch)
 CONFIGS = {"16": (16, 8, 8), "32": (32, 16, 16), "64": (64, 32, 32)}
 PARTS = ("gan", "nets", "ae", "eval")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def cpu_model() -> str:
@@ -161,7 +155,7 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     start = time.perf_counter()
     txs, state = gan_state(config, models, mesh)
     init_s = time.perf_counter() - start
-    rss_init = peak_rss_mb()
+    rss_init = heap.peak_rss_mb()
     state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / 2**20
     if not args.no_trim:  # as train.run_loop does before its first step
         heap.release_cached_programs()
@@ -179,7 +173,7 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
     lower_s = time.perf_counter() - start
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-    rss_compile = peak_rss_mb()
+    rss_compile = heap.peak_rss_mb()
     # XLA's own accounting of the step's scratch buffers (activations, gradients, temporaries).
     memory = compiled.memory_analysis()
     temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
@@ -217,7 +211,7 @@ def bench_gan(args, name: str, config: Config, models, mesh) -> dict:
         "generated_frames_per_s": round(renders * frames / med, 1),
         "renders_per_step": renders,
         "g_loss_finite": bool(np.isfinite(loss)),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(heap.peak_rss_mb(), 1),
         # Where the peak comes from: after building and initialising the states, after
         # compiling (XLA/LLVM's compile-time memory), and the step's XLA scratch buffers.
         "peak_rss_after_init_mb": round(rss_init, 1),
@@ -291,7 +285,7 @@ def bench_nets(args, config: Config, local) -> dict:
             args, jax.jit(codes_loss), jax.jit(jax.grad(codes_loss)), frames
         )
         out["codes"]["chunk"] = steps.encoder_chunk(bv * t)
-    return {"part": "nets", "networks": out, "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {"part": "nets", "networks": out, "peak_rss_mb": round(heap.peak_rss_mb(), 1)}
 
 
 def bench_ae(args, config: Config, models, mesh) -> dict:
@@ -326,7 +320,7 @@ def bench_ae(args, config: Config, models, mesh) -> dict:
         "compile_s": round(compile_s, 2),
         "sec_per_step_median": round(med, 4),
         "images_per_s": round(b / med, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(heap.peak_rss_mb(), 1),
     }
 
 
@@ -368,7 +362,7 @@ def bench_eval(args, config: Config, models, local, mesh) -> dict:
         jax.block_until_ready(fn())
         med = statistics.median(timed(fn, reps=args.steps))
         out[f"{tag}_clips_per_s"] = round(n / med, 2)
-    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["peak_rss_mb"] = round(heap.peak_rss_mb(), 1)
     return out
 
 

@@ -45,6 +45,12 @@ def test_current_rss_mb_is_plausible():
     assert 10 < rss < 64 * 1024
 
 
+def test_peak_rss_mb_is_at_least_the_current_and_in_mib():
+    # getrusage reports KiB on Linux: a wrong unit would be off by 1024 from /proc's reading.
+    current, peak = heap.current_rss_mb(), heap.peak_rss_mb()
+    assert current - 1 <= peak < 8 * current
+
+
 def test_release_cached_programs_keeps_arrays():
     f = jax.jit(lambda x: x * 2)
     x = jnp.arange(4.0)

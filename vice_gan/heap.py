@@ -19,6 +19,7 @@ import ctypes.util
 import functools
 import gc
 import os
+import resource
 from collections.abc import Callable
 
 import jax
@@ -68,3 +69,8 @@ def current_rss_mb() -> float:
     except (OSError, IndexError, ValueError):
         return float("nan")
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (getrusage; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
