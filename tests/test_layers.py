@@ -117,6 +117,25 @@ def test_gemm_gradient_by_phase_needs_less_scratch():
     assert scratch(layers.upconv2x_gemm_by_phase) < scratch(layers.upconv2x_gemm)
 
 
+def test_gemm_gradient_by_phase_chains_phases_without_a_reduction():
+    # Each phase waits for one element of the previous phase's products, not for their sum:
+    # XLA:CPU's legacy emitters (the train steps' compiler option) compiled jnp.sum over this
+    # layer's kernel gradient (G's UpConv2x_2 at ngf=16) as a 32x32 reduce-window, ~3 s of LLVM
+    # time per phase in the GAN step (BENCHMARKS.md, "Compile time").
+    from vice_gan import xla_options
+
+    x, w = _rand(15, (2, 16, 16, 32)), _rand(16, (4, 4, 32, 16))
+    ct = _rand(17, (2, 32, 32, 16))
+
+    def grads(x, w):
+        return jax.vjp(lambda x, w: layers.upconv2x_gemm_by_phase(x, w, 1), x, w)[1](ct)
+
+    lowered = jax.jit(grads).lower(x, w)
+    hlo = lowered.compile(compiler_options=xla_options.step_options("cpu")).as_text()
+    assert "reduce-window(" not in hlo and " reduce(" not in hlo
+    assert hlo.count(" dot(") >= 8  # the four phases' input and kernel gradients
+
+
 def test_upconv_rejects_sizes_that_do_not_double():
     x = jnp.zeros((1, 4, 4, 2))
     with pytest.raises(ValueError, match="output_padding"):

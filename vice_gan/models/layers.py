@@ -284,7 +284,10 @@ def _upconv2x_gemm_by_phase_bwd(padding, res, dy):
             dk = jnp.dot(x2.T, dz).reshape(cin, len(terms), cout)
             for t, (ay, ax, _, _) in enumerate(terms):
                 dkernel[ay, ax] = dk[:, t]
-            anchor = dx.reshape(-1)[0] + jnp.sum(dk)
+            # One element of each product: the next phase waits for both. Not jnp.sum(dk):
+            # XLA:CPU's legacy emitters turned that sum into a 32x32 reduce-window whose
+            # LLVM compilation took ~3 s per phase at ngf=16 (BENCHMARKS.md, "Compile time").
+            anchor = dx.reshape(-1)[0] + dk.reshape(-1)[0]
     zero = jnp.zeros((cin, cout), kernel.dtype)
     dkernel = jnp.stack(
         [jnp.stack([dkernel.get((a, b), zero) for b in range(k)]) for a in range(k)]
